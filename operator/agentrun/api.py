@@ -1,0 +1,299 @@
+"""The agentrun.dev/v1alpha1 API: the single source of the CRD schemas (see crdgen)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GROUP = "agentrun.dev"
+VERSION = "v1alpha1"
+API_VERSION: Final = "agentrun.dev/v1alpha1"
+
+ANNOTATION_APPROVE = f"{GROUP}/approve"
+ANNOTATION_REJECT = f"{GROUP}/reject"
+LABEL_RUN = f"{GROUP}/run"
+LABEL_STEP = f"{GROUP}/step"
+LABEL_TOOL = f"{GROUP}/tool"
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+TOOL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
+
+
+class Model(BaseModel):
+    """Base for API objects: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    AWAITING_INPUT = "AwaitingInput"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+
+
+class Effect(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+# ---------------------------------------------------------------- Agent
+
+
+class SecretKeyRef(Model):
+    name: str = Field(pattern=NAME_PATTERN, max_length=253, description="Secret name.")
+    key: str = Field(min_length=1, max_length=253, description="Key in the Secret.")
+
+
+class ModelSpec(Model):
+    name: str = Field(min_length=1, max_length=200, description="Model name sent to the API.")
+    baseURL: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OpenAI-compatible endpoint; the OpenAI API when unset.",
+    )
+    apiKeySecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the API key; never copied into status or logs."
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    timeoutSeconds: int = Field(default=60, ge=1, le=3600, description="Per-request timeout.")
+    maxRetries: int = Field(default=3, ge=0, le=10, description="Retries for 429/5xx/timeouts.")
+
+
+class PromptSelector(Model):
+    name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Prompt name in prompts/.")
+    version: str | None = Field(
+        default=None, max_length=32, description="Pinned version; the newest when unset."
+    )
+
+
+class Limits(Model):
+    maxSteps: int | None = Field(default=None, ge=1, le=1000, description="Model calls per run.")
+    maxConsecutiveErrors: int | None = Field(default=None, ge=1, le=100)
+    timeoutSeconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    maxTotalTokens: int | None = Field(default=None, ge=1)
+
+
+DEFAULT_MAX_STEPS = 20
+DEFAULT_MAX_CONSECUTIVE_ERRORS = 3
+DEFAULT_TIMEOUT_SECONDS = 3600
+
+
+class AgentSpec(Model):
+    model: ModelSpec
+    prompt: PromptSelector = Field(default_factory=lambda: PromptSelector(name="sre-agent"))
+    tools: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Names of AgentTools in the run's namespace this agent may call.",
+    )
+    limits: Limits = Field(default_factory=Limits, description="Defaults for runs of this agent.")
+
+
+class Agent(Model):
+    apiVersion: Literal["agentrun.dev/v1alpha1"] = API_VERSION
+    kind: Literal["Agent"] = "Agent"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: AgentSpec
+
+
+# ---------------------------------------------------------------- AgentTool
+
+
+class ResourceList(Model):
+    cpu: str | None = None
+    memory: str | None = None
+
+
+class Resources(Model):
+    requests: ResourceList = Field(default_factory=lambda: ResourceList(cpu="50m", memory="64Mi"))
+    limits: ResourceList = Field(default_factory=lambda: ResourceList(cpu="500m", memory="256Mi"))
+
+
+class AgentToolSpec(Model):
+    description: str = Field(min_length=1, max_length=4000, description="Shown to the model.")
+    effect: Effect = Field(description="read runs at once; write waits for a human approval.")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON schema (type object) of the tool's arguments.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    builtin: str | None = Field(
+        default=None,
+        pattern=TOOL_NAME_PATTERN,
+        description="Built-in tool of the tool runner; defaults to the AgentTool's name.",
+    )
+    image: str | None = Field(default=None, description="Defaults to the operator's tool image.")
+    command: list[str] | None = Field(
+        default=None, description="Entrypoint; defaults to the tool runner (agentrun-tool)."
+    )
+    serviceAccountName: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Defaults to agentrun-tool-read or agentrun-tool-write by effect.",
+    )
+    timeoutSeconds: int = Field(default=60, ge=1, le=3600)
+    outputLimitBytes: int = Field(default=262144, ge=1024, le=900 * 1024)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class AgentTool(Model):
+    apiVersion: Literal["agentrun.dev/v1alpha1"] = API_VERSION
+    kind: Literal["AgentTool"] = "AgentTool"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: AgentToolSpec
+
+
+# ---------------------------------------------------------------- AgentRun
+
+
+class RunInput(Model):
+    task: str = Field(min_length=1, max_length=32768, description="What the agent should do.")
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form structured context, such as the alert.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class AgentRunSpec(Model):
+    agentRef: str = Field(pattern=NAME_PATTERN, max_length=253, description="Agent to run.")
+    input: RunInput
+    limits: Limits = Field(default_factory=Limits, description="Overrides the Agent's defaults.")
+    cancel: bool = Field(default=False, description="Set true to stop the run.")
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    lastTransitionTime: str
+    observedGeneration: int | None = None
+
+
+class EventType(StrEnum):
+    TOOL_CALL = "ToolCall"
+    TOOL_RESULT = "ToolResult"
+    ERROR = "Error"
+    APPROVAL = "Approval"
+    REJECTION = "Rejection"
+    DONE = "Done"
+
+
+class ThreadEvent(Model):
+    step: int
+    type: EventType
+    time: str
+    tool: str | None = None
+    arguments: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    content: str = Field(default="", description="Compacted text the model sees.")
+    jobRef: str | None = None
+    outputRef: str | None = Field(default=None, description="ConfigMap with the raw output.")
+
+
+class ActionState(StrEnum):
+    AWAITING_APPROVAL = "AwaitingApproval"
+    READY = "Ready"  # may run: a read, or an approved write
+    JOB_CREATED = "JobCreated"
+
+
+class CurrentAction(Model):
+    step: int
+    tool: str
+    effect: Effect
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    actionHash: str
+    requestedTime: str
+    state: ActionState
+    jobRef: str
+
+
+class PendingAction(Model):
+    step: int
+    tool: str
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    actionHash: str
+    requestedTime: str
+    approveCommand: str
+
+
+class Decision(StrEnum):
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    REFUSED = "Refused"  # an approval that did not match the pending action
+
+
+class ApprovalRecord(Model):
+    step: int
+    tool: str
+    actionHash: str
+    decision: Decision
+    reason: str = ""
+    approver: str = Field(default="", description="Who decided, when known.")
+    time: str
+
+
+class Usage(Model):
+    promptTokens: int = 0
+    completionTokens: int = 0
+    totalTokens: int = 0
+    modelCalls: int = 0
+
+
+class PromptRef(Model):
+    name: str
+    version: str
+    sha256: str
+
+
+class RunResult(Model):
+    answer: str = ""
+
+
+class AgentRunStatus(Model):
+    # Status is written by the operator; tolerate fields of other writers instead of failing.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    phase: Phase = Phase.PENDING
+    conditions: list[Condition] = Field(default_factory=list)
+    observedGeneration: int | None = None
+    step: int = 0
+    consecutiveErrors: int = 0
+    startTime: str | None = None
+    completionTime: str | None = None
+    thread: list[ThreadEvent] = Field(default_factory=list)
+    currentAction: CurrentAction | None = None
+    pendingAction: PendingAction | None = None
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    promptRef: PromptRef | None = None
+    result: RunResult | None = None
+
+
+class AgentRun(Model):
+    apiVersion: Literal["agentrun.dev/v1alpha1"] = API_VERSION
+    kind: Literal["AgentRun"] = "AgentRun"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: AgentRunSpec
+    status: AgentRunStatus = Field(default_factory=AgentRunStatus)

@@ -1,0 +1,572 @@
+"""The pure core: decide(run, observations) -> (new status, actions). No I/O here.
+
+The adapter (runner.py) observes the world, calls decide, persists the returned status
+*before* carrying out the actions (status is the write-ahead log), then feeds what the
+actions produced (a model reply, a created Job) back into decide until nothing is left to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from . import conditions as cond
+from .api import (
+    ANNOTATION_APPROVE,
+    ANNOTATION_REJECT,
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_TIMEOUT_SECONDS,
+    TERMINAL_PHASES,
+    ActionState,
+    AgentRun,
+    AgentRunStatus,
+    AgentSpec,
+    AgentToolSpec,
+    ApprovalRecord,
+    ConditionStatus,
+    CurrentAction,
+    Decision,
+    Effect,
+    EventType,
+    PendingAction,
+    PromptRef,
+    RunResult,
+    ThreadEvent,
+    Usage,
+)
+from .naming import action_hash, canonical_json, job_name
+
+MAX_THREAD_EVENTS = 200
+MAX_EVENT_CONTENT = 4000
+MAX_APPROVAL_RECORDS = 50
+
+# ---------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class Config:
+    """The Agent, its tools and the prompt, resolved for this run."""
+
+    agent: AgentSpec
+    tools: dict[str, AgentToolSpec]
+    prompt: PromptRef
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    reason: str  # CamelCase, e.g. InvalidSpec
+    message: str  # names the field or object at fault
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    tool: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Done:
+    answer: str
+
+
+@dataclass(frozen=True)
+class InvalidAction:
+    """A malformed, unknown or schema-invalid tool call: the model sees it next step."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    action: ToolCall | Done | InvalidAction
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class ModelUnavailable:
+    """The endpoint failed after the client's own retries."""
+
+    message: str
+
+
+class JobPhase(StrEnum):
+    NOT_FOUND = "NotFound"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    name: str
+    phase: JobPhase
+    reason: str = ""
+    message: str = ""
+    ok: bool = False  # the tool's own verdict, from its result envelope
+    content: str = ""  # compacted output for the thread
+    outputRef: str | None = None
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: datetime
+    config: Config | ConfigError | None = None
+    model: ModelReply | ModelUnavailable | None = None
+    job: JobObservation | None = None
+    deleting: bool = False
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class CallModel:
+    step: int
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    step: int
+    tool: str
+    effect: Effect
+    arguments: dict[str, Any]
+    name: str
+    actionHash: str
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveAnnotations:
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RequeueAfter:
+    seconds: float
+
+
+Action = CallModel | CreateJob | DeleteJob | RemoveAnnotations | RecordEvent | RequeueAfter
+
+DECISION_ANNOTATIONS = (ANNOTATION_APPROVE, ANNOTATION_REJECT)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class EffectiveLimits:
+    maxSteps: int
+    maxConsecutiveErrors: int
+    timeoutSeconds: int
+    maxTotalTokens: int | None
+
+
+def effective_limits(run: AgentRun, agent: AgentSpec | None) -> EffectiveLimits:
+    """The run's own limits, then the agent's defaults, then the built-in defaults."""
+    own, dflt = run.spec.limits, agent.limits if agent is not None else None
+
+    def pick(name: str, default: int | None) -> Any:
+        value = getattr(own, name)
+        if value is None and dflt is not None:
+            value = getattr(dflt, name)
+        return default if value is None else value
+
+    return EffectiveLimits(
+        maxSteps=pick("maxSteps", DEFAULT_MAX_STEPS),
+        maxConsecutiveErrors=pick("maxConsecutiveErrors", DEFAULT_MAX_CONSECUTIVE_ERRORS),
+        timeoutSeconds=pick("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS),
+        maxTotalTokens=pick("maxTotalTokens", None),
+    )
+
+
+def clip(text: str, limit: int = MAX_EVENT_CONTENT) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 60] + f"\n[... truncated {len(text) - limit + 60} characters]"
+
+
+def approve_command(run: AgentRun, digest: str) -> str:
+    name = run.metadata.get("name", "")
+    namespace = run.metadata.get("namespace", "default")
+    return f"kubectl annotate agentrun {name} -n {namespace} {ANNOTATION_APPROVE}={digest}"
+
+
+class _Step:
+    """Mutable working state of one decide() call."""
+
+    def __init__(self, run: AgentRun, obs: Observations) -> None:
+        self.run = run
+        self.obs = obs
+        self.status: AgentRunStatus = run.status.model_copy(deep=True)
+        self.actions: list[Action] = []
+        self.now = iso(obs.now)
+        self.generation: int | None = run.metadata.get("generation")
+        self.annotations: dict[str, str] = run.metadata.get("annotations") or {}
+
+    def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> None:
+        self.status.conditions = cond.set_condition(
+            self.status.conditions, type_, status, reason, message, self.now, self.generation
+        )
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.actions.append(RecordEvent(type=type_, reason=reason, message=message))
+
+    def thread(self, type_: EventType, content: str, **extra: Any) -> None:
+        self.status.thread.append(
+            ThreadEvent(
+                step=self.status.step, type=type_, time=self.now, content=clip(content), **extra
+            )
+        )
+        if len(self.status.thread) > MAX_THREAD_EVENTS:
+            self.status.thread = self.status.thread[-MAX_THREAD_EVENTS:]
+
+    def audit(self, record: ApprovalRecord) -> None:
+        self.status.approvals = [*self.status.approvals, record][-MAX_APPROVAL_RECORDS:]
+
+    def finish(self, ok: bool, reason: str, message: str) -> None:
+        """Sets the terminal conditions; deletes a Job still running for this run."""
+        self.set(cond.RUNNING, ConditionStatus.FALSE, reason, message)
+        self.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, reason, "")
+        self.set(
+            cond.SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message
+        )
+        self.status.completionTime = self.now
+        current = self.status.currentAction
+        if current is not None and current.state is ActionState.JOB_CREATED:
+            job = self.obs.job
+            if job is None or job.phase is JobPhase.RUNNING:
+                self.actions.append(DeleteJob(name=current.jobRef))
+        self.status.currentAction = None
+        self.status.pendingAction = None
+        self.event("Normal" if ok else "Warning", reason, message)
+
+    def error(self, content: str, limits: EffectiveLimits, **extra: Any) -> bool:
+        """Records an error the model will see; returns True when the run failed of it."""
+        self.status.consecutiveErrors += 1
+        self.thread(EventType.ERROR, content, **extra)
+        if self.status.consecutiveErrors >= limits.maxConsecutiveErrors:
+            self.finish(
+                False,
+                "TooManyErrors",
+                f"{self.status.consecutiveErrors} consecutive errors; last: {clip(content, 500)}",
+            )
+            return True
+        return False
+
+
+# ---------------------------------------------------------------- decide
+
+
+def decide(run: AgentRun, obs: Observations) -> tuple[AgentRunStatus, list[Action]]:
+    """One transition of a run, from its status and what the adapter just observed."""
+    st = _Step(run, obs)
+    _transition(st)
+    st.status.phase = cond.derive_phase(st.status.conditions)
+    st.status.observedGeneration = st.generation
+    return st.status, st.actions
+
+
+def _transition(st: _Step) -> None:
+    status, obs = st.status, st.obs
+    if status.phase in TERMINAL_PHASES:
+        return
+    if obs.deleting or st.run.spec.cancel:
+        reason = "Deleted" if obs.deleting else "Cancelled"
+        st.finish(False, reason, "Run deleted" if obs.deleting else "Run cancelled by spec.cancel")
+        return
+    config = obs.config
+    if isinstance(config, ConfigError):
+        st.finish(False, config.reason, config.message)
+        return
+    if config is None:
+        return  # the adapter could not resolve the config this time; nothing to decide on
+    limits = effective_limits(st.run, config.agent)
+
+    if status.startTime is None:
+        status.startTime = st.now
+        status.promptRef = config.prompt
+        st.set(cond.RUNNING, ConditionStatus.TRUE, "Started", "Run started")
+        st.set(cond.SUCCEEDED, ConditionStatus.UNKNOWN, "InProgress", "")
+        st.event("Normal", "Started", f"Run started with agent {st.run.spec.agentRef}")
+
+    deadline = parse_time(status.startTime) + timedelta(seconds=limits.timeoutSeconds)
+    if obs.now >= deadline:
+        st.finish(False, "Timeout", f"Run exceeded timeoutSeconds={limits.timeoutSeconds}")
+        return
+
+    if status.currentAction is not None:
+        _advance_action(st, status.currentAction, config, limits)
+    elif obs.model is not None:
+        _take_reply(st, obs.model, config, limits)
+    else:
+        _next_model_call(st, limits)
+
+    if status.completionTime is None:
+        # Wake up at the deadline even if nothing else happens.
+        remaining = (deadline - obs.now).total_seconds()
+        st.actions.append(RequeueAfter(seconds=max(1.0, remaining)))
+
+
+def _next_model_call(st: _Step, limits: EffectiveLimits) -> None:
+    status = st.status
+    if status.step >= limits.maxSteps:
+        st.finish(False, "MaxStepsExceeded", f"Run reached maxSteps={limits.maxSteps}")
+        return
+    if limits.maxTotalTokens is not None and status.usage.totalTokens >= limits.maxTotalTokens:
+        st.finish(
+            False,
+            "TokenBudgetExceeded",
+            f"Run used {status.usage.totalTokens} tokens of maxTotalTokens={limits.maxTotalTokens}",
+        )
+        return
+    st.actions.append(CallModel(step=status.step + 1))
+
+
+def _take_reply(
+    st: _Step, reply: ModelReply | ModelUnavailable, config: Config, limits: EffectiveLimits
+) -> None:
+    status = st.status
+    if isinstance(reply, ModelUnavailable):
+        if not st.error(f"Model request failed: {reply.message}", limits):
+            backoff = min(2.0**status.consecutiveErrors, 60.0)
+            st.actions.append(RequeueAfter(seconds=backoff))
+        return
+    status.step += 1
+    u = status.usage
+    status.usage = Usage(
+        promptTokens=u.promptTokens + reply.usage.promptTokens,
+        completionTokens=u.completionTokens + reply.usage.completionTokens,
+        totalTokens=u.totalTokens + reply.usage.totalTokens,
+        modelCalls=u.modelCalls + 1,
+    )
+    action = reply.action
+    if isinstance(action, InvalidAction):
+        if not st.error(action.message, limits):
+            _next_model_call(st, limits)
+        return
+    if isinstance(action, Done):
+        st.thread(EventType.DONE, action.answer)
+        status.result = RunResult(answer=action.answer)
+        status.consecutiveErrors = 0
+        st.finish(True, "Completed", "The agent finished")
+        return
+    tool = config.tools.get(action.tool)
+    if tool is None:
+        if not st.error(f"Unknown tool {action.tool!r}; use one of the offered tools.", limits):
+            _next_model_call(st, limits)
+        return
+    _request_tool(st, action, tool)
+
+
+def _request_tool(st: _Step, call: ToolCall, tool: AgentToolSpec) -> None:
+    status = st.status
+    uid = str(st.run.metadata.get("uid", ""))
+    digest = action_hash(uid, status.step, call.tool, call.arguments)
+    name = job_name(str(st.run.metadata.get("name", "run")), uid, status.step)
+    st.thread(
+        EventType.TOOL_CALL,
+        f"{call.tool} {canonical_json(call.arguments)}",
+        tool=call.tool,
+        arguments=call.arguments,
+    )
+    write = tool.effect is Effect.WRITE
+    status.currentAction = CurrentAction(
+        step=status.step,
+        tool=call.tool,
+        effect=tool.effect,
+        arguments=call.arguments,
+        actionHash=digest,
+        requestedTime=st.now,
+        state=ActionState.AWAITING_APPROVAL if write else ActionState.READY,
+        jobRef=name,
+    )
+    if not write:
+        _start_job(st, status.currentAction)
+        return
+    command = approve_command(st.run, digest)
+    status.pendingAction = PendingAction(
+        step=status.step,
+        tool=call.tool,
+        arguments=call.arguments,
+        actionHash=digest,
+        requestedTime=st.now,
+        approveCommand=command,
+    )
+    st.set(
+        cond.APPROVAL_PENDING,
+        ConditionStatus.TRUE,
+        "AwaitingApproval",
+        f"Write action {call.tool} needs approval: {command}",
+    )
+    # A decision left over from an earlier action must never apply to this one.
+    if any(k in st.annotations for k in DECISION_ANNOTATIONS):
+        st.actions.append(RemoveAnnotations(keys=DECISION_ANNOTATIONS))
+    st.event(
+        "Normal",
+        "ApprovalRequested",
+        f"Step {status.step} wants to run {call.tool} {canonical_json(call.arguments)}; "
+        f"approve with: {command}",
+    )
+
+
+def _start_job(st: _Step, current: CurrentAction) -> None:
+    st.actions.append(
+        CreateJob(
+            step=current.step,
+            tool=current.tool,
+            effect=current.effect,
+            arguments=current.arguments,
+            name=current.jobRef,
+            actionHash=current.actionHash,
+        )
+    )
+
+
+def _advance_action(
+    st: _Step, current: CurrentAction, config: Config, limits: EffectiveLimits
+) -> None:
+    if current.state is ActionState.AWAITING_APPROVAL:
+        _await_approval(st, current, limits)
+        return
+    job = st.obs.job
+    if current.state is ActionState.READY:
+        if job is None or job.phase is JobPhase.NOT_FOUND:
+            _start_job(st, current)
+            return
+        # The Job exists (created by us, then we crashed before recording it).
+        current = current.model_copy(update={"state": ActionState.JOB_CREATED})
+        st.status.currentAction = current
+    if job is None or job.phase is JobPhase.RUNNING:
+        return
+    _take_job_result(st, current, job, config, limits)
+
+
+def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) -> None:
+    status, ann = st.status, st.annotations
+    reject, approve = ann.get(ANNOTATION_REJECT), ann.get(ANNOTATION_APPROVE)
+    base = {
+        "step": current.step,
+        "tool": current.tool,
+        "actionHash": current.actionHash,
+        "time": st.now,
+    }
+    if reject is not None:
+        reason = reject.strip() or "no reason given"
+        st.audit(ApprovalRecord(decision=Decision.REJECTED, reason=reason, **base))
+        st.thread(
+            EventType.REJECTION,
+            f"A human rejected {current.tool} {canonical_json(current.arguments)}: {reason}. "
+            "It did not run. Choose another action.",
+            tool=current.tool,
+        )
+        status.currentAction = None
+        status.pendingAction = None
+        st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Rejected", reason)
+        st.actions.append(RemoveAnnotations(keys=DECISION_ANNOTATIONS))
+        st.event("Normal", "Rejected", f"Step {current.step} {current.tool} rejected: {reason}")
+        _next_model_call(st, limits)
+        return
+    if approve is None:
+        return
+    if approve.strip() != current.actionHash:
+        st.audit(
+            ApprovalRecord(
+                decision=Decision.REFUSED,
+                reason=f"approval hash {approve.strip()[:16]}... does not match the pending action",
+                **base,
+            )
+        )
+        message = (
+            f"Approval refused: {ANNOTATION_APPROVE}={approve.strip()[:16]}... does not match "
+            f"the pending action {current.tool} (hash {current.actionHash}); nothing ran. "
+            f"Approve with: {approve_command(st.run, current.actionHash)}"
+        )
+        st.set(cond.APPROVAL_PENDING, ConditionStatus.TRUE, "ApprovalMismatch", message)
+        st.actions.append(RemoveAnnotations(keys=(ANNOTATION_APPROVE,)))
+        st.event("Warning", "ApprovalMismatch", message)
+        return
+    st.audit(ApprovalRecord(decision=Decision.APPROVED, **base))
+    st.thread(EventType.APPROVAL, f"A human approved {current.tool}.", tool=current.tool)
+    approved = current.model_copy(update={"state": ActionState.READY})
+    status.currentAction = approved
+    status.pendingAction = None
+    st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Approved", f"{current.tool} approved")
+    st.actions.append(RemoveAnnotations(keys=DECISION_ANNOTATIONS))
+    st.event("Normal", "Approved", f"Step {current.step} {current.tool} approved")
+    _start_job(st, approved)
+
+
+def _take_job_result(
+    st: _Step,
+    current: CurrentAction,
+    job: JobObservation,
+    config: Config,
+    limits: EffectiveLimits,
+) -> None:
+    status = st.status
+    status.currentAction = None
+    refs = {"tool": current.tool, "jobRef": current.jobRef, "outputRef": job.outputRef}
+    if job.phase is JobPhase.SUCCEEDED and job.ok:
+        status.consecutiveErrors = 0
+        st.thread(EventType.TOOL_RESULT, job.content, **refs)
+        _next_model_call(st, limits)
+        return
+    if job.phase is JobPhase.NOT_FOUND:
+        text = (
+            f"Tool {current.tool}: Job {current.jobRef} disappeared before its result was read; "
+            "it was not run again."
+        )
+    elif job.reason == "DeadlineExceeded":
+        timeout = config.tools[current.tool].timeoutSeconds if current.tool in config.tools else 0
+        text = f"Tool {current.tool} timed out after {timeout}s (Job {current.jobRef})."
+    else:
+        detail = job.content or job.message or job.reason or "no output"
+        text = f"Tool {current.tool} failed: {detail}"
+    if not st.error(text, limits, **refs):
+        _next_model_call(st, limits)
+
+
+def fail_invalid_spec(
+    status: dict[str, Any], message: str, now: datetime, generation: int | None
+) -> tuple[AgentRunStatus, list[Action]]:
+    """For a run whose spec does not even parse: a terminal InvalidSpec status, once."""
+    try:
+        current = AgentRunStatus.model_validate(status)
+    except ValueError:
+        current = AgentRunStatus()
+    if current.phase in TERMINAL_PHASES:
+        return current, []
+    ts = iso(now)
+    conds = current.conditions
+    for type_, value in (
+        (cond.RUNNING, ConditionStatus.FALSE),
+        (cond.SUCCEEDED, ConditionStatus.FALSE),
+    ):
+        conds = cond.set_condition(conds, type_, value, "InvalidSpec", message, ts, generation)
+    current.conditions = conds
+    current.completionTime = ts
+    current.phase = cond.derive_phase(conds)
+    current.observedGeneration = generation
+    return current, [RecordEvent(type="Warning", reason="InvalidSpec", message=message)]

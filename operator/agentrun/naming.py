@@ -1,0 +1,33 @@
+"""Deterministic names and hashes: a repeated create is a harmless 409, never a second Job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def action_hash(run_uid: str, step: int, tool: str, arguments: dict[str, Any]) -> str:
+    """sha256 over the tool, its canonical arguments, and the run and step they belong to.
+
+    Binding the run and step in means an approval can never approve a later action, even an
+    identical one, nor the same action on another run.
+    """
+    payload = canonical_json({"run": run_uid, "step": step, "tool": tool, "arguments": arguments})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def job_name(run_name: str, run_uid: str, step: int) -> str:
+    """A DNS-1123 label (<= 63 chars) unique per run (uid) and step."""
+    suffix = hashlib.sha256(f"{run_uid}/{step}".encode()).hexdigest()[:6]
+    base = run_name[:40].rstrip("-.")
+    return f"{base}-s{step}-{suffix}"
+
+
+def output_name(job: str) -> str:
+    """The ConfigMap holding a step's raw tool output."""
+    return f"{job}-out"
