@@ -7,8 +7,8 @@ actions produced (a model reply, a created Job) back into decide until nothing i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -168,7 +168,7 @@ DECISION_ANNOTATIONS = (ANNOTATION_APPROVE, ANNOTATION_REJECT)
 
 
 def iso(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str) -> datetime:
@@ -213,6 +213,15 @@ def approve_command(run: AgentRun, digest: str) -> str:
     return f"kubectl annotate agentrun {name} -n {namespace} {ANNOTATION_APPROVE}={digest}"
 
 
+def _job_to_stop(current: CurrentAction | None, job: JobObservation | None) -> str | None:
+    """The Job of an ending run that may still be running (created, or perhaps created)."""
+    if current is None or current.state is ActionState.AWAITING_APPROVAL:
+        return None
+    if job is None or job.phase is JobPhase.RUNNING:
+        return current.jobRef
+    return None
+
+
 class _Step:
     """Mutable working state of one decide() call."""
 
@@ -253,11 +262,9 @@ class _Step:
             cond.SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message
         )
         self.status.completionTime = self.now
-        current = self.status.currentAction
-        if current is not None and current.state is ActionState.JOB_CREATED:
-            job = self.obs.job
-            if job is None or job.phase is JobPhase.RUNNING:
-                self.actions.append(DeleteJob(name=current.jobRef))
+        stop = _job_to_stop(self.status.currentAction, self.obs.job)
+        if stop is not None:
+            self.actions.append(DeleteJob(name=stop))
         self.status.currentAction = None
         self.status.pendingAction = None
         self.event("Normal" if ok else "Warning", reason, message)
@@ -290,6 +297,10 @@ def decide(run: AgentRun, obs: Observations) -> tuple[AgentRunStatus, list[Actio
 
 def _transition(st: _Step) -> None:
     status, obs = st.status, st.obs
+    current = status.currentAction
+    if obs.job is not None and (current is None or obs.job.name != current.jobRef):
+        # A Job of another step says nothing about this one.
+        obs = st.obs = replace(obs, job=None)
     if status.phase in TERMINAL_PHASES:
         return
     if obs.deleting or st.run.spec.cancel:
@@ -565,8 +576,18 @@ def fail_invalid_spec(
         (cond.SUCCEEDED, ConditionStatus.FALSE),
     ):
         conds = cond.set_condition(conds, type_, value, "InvalidSpec", message, ts, generation)
+    actions: list[Action] = [RecordEvent(type="Warning", reason="InvalidSpec", message=message)]
+    stop = _job_to_stop(current.currentAction, None)
+    if stop is not None:
+        actions.append(DeleteJob(name=stop))
+    if current.currentAction is not None or current.pendingAction is not None:
+        conds = cond.set_condition(
+            conds, cond.APPROVAL_PENDING, ConditionStatus.FALSE, "InvalidSpec", "", ts, generation
+        )
+    current.currentAction = None
+    current.pendingAction = None
     current.conditions = conds
     current.completionTime = ts
     current.phase = cond.derive_phase(conds)
     current.observedGeneration = generation
-    return current, [RecordEvent(type="Warning", reason="InvalidSpec", message=message)]
+    return current, actions

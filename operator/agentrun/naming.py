@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 
@@ -24,7 +25,7 @@ def action_hash(run_uid: str, step: int, tool: str, arguments: dict[str, Any]) -
 def job_name(run_name: str, run_uid: str, step: int) -> str:
     """A DNS-1123 label (<= 63 chars) unique per run (uid) and step."""
     suffix = hashlib.sha256(f"{run_uid}/{step}".encode()).hexdigest()[:6]
-    base = run_name[:40].rstrip("-.")
+    base = re.sub(r"[^a-z0-9-]", "-", run_name[:40]).strip("-") or "run"
     return f"{base}-s{step}-{suffix}"
 
 
