@@ -539,8 +539,10 @@ def _take_job_result(
     status = st.status
     status.currentAction = None
     refs = {"tool": current.tool, "jobRef": current.jobRef, "outputRef": job.outputRef}
-    if job.phase is JobPhase.SUCCEEDED and job.ok:
-        status.consecutiveErrors = 0
+    if job.phase is JobPhase.SUCCEEDED:
+        # A tool that ran and reported "not found" gave evidence, not an error of the agent's.
+        if job.ok:
+            status.consecutiveErrors = 0
         st.thread(EventType.TOOL_RESULT, job.content, **refs)
         _next_model_call(st, limits)
         return

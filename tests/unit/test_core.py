@@ -679,13 +679,23 @@ def test_job_succeeded_puts_the_result_in_the_thread_and_calls_the_model() -> No
     assert non_requeue(actions) == [CallModel(step=4)]
 
 
+def test_a_tool_reporting_failure_is_evidence_not_an_error() -> None:
+    run = read_job_created()
+    name = job_name(NAME, UID, 1)
+    job = job_obs(name, ok=False, content='deployments.apps "web" not found')
+    _, status, actions = step(run, obs(job=job))
+
+    result = status.thread[-1]
+    assert result.type is EventType.TOOL_RESULT
+    assert result.content == 'deployments.apps "web" not found'
+    assert status.consecutiveErrors == run.status.consecutiveErrors
+    assert status.currentAction is None
+    assert CallModel(step=2) in actions
+
+
 @pytest.mark.parametrize(
     ("job", "expected"),
     [
-        (
-            job_obs("J", ok=False, content='deployments.apps "web" not found'),
-            'Tool k8s-get failed: deployments.apps "web" not found',
-        ),
         (
             job_obs(
                 "J",
@@ -717,7 +727,7 @@ def test_job_succeeded_puts_the_result_in_the_thread_and_calls_the_model() -> No
             "Tool k8s-get timed out after 30s (Job J).",
         ),
     ],
-    ids=["envelope-ok-false", "job-failed-message", "job-failed-reason", "no-output", "timeout"],
+    ids=["job-failed-message", "job-failed-reason", "no-output", "timeout"],
 )
 def test_a_failed_tool_is_an_error_in_the_thread_then_the_model_is_called(
     job: JobObservation, expected: str

@@ -1,0 +1,101 @@
+"""kopf handlers: thin triggers handing every run to the Runner; the only module importing kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from . import jobs
+from .api import GROUP, LABEL_RUN, VERSION
+from .model import ModelClient
+from .runner import Runner, Settings
+
+RUNS = (GROUP, VERSION, "agentruns")
+
+
+def _runner(memo: Any) -> Runner:
+    runner: Runner = memo.runner
+    return runner
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's bookkeeping lives under our own annotation prefix, not kopf.zalando.org.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Events are posted deliberately by the runner, one per transition, not per log line.
+    settings.posting.enabled = False
+    settings.queueing.batch_window = float(os.environ.get("AGENTRUN_BATCH_WINDOW", "0.02"))
+    settings.watching.server_timeout = 300
+    # Kubernetes calls run in threads; one per in-flight call, not the default handful.
+    workers = int(os.environ.get("AGENTRUN_IO_THREADS", "32"))
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = k8s.ApiClient()
+    api.configuration.connection_pool_maxsize = workers
+    memo.runner = Runner(
+        api,
+        ModelClient(),
+        Settings(tool_image=os.environ.get("AGENTRUN_TOOL_IMAGE", Settings.tool_image)),
+    )
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    runner: Runner | None = memo.get("runner")
+    if runner is not None:
+        await runner.model.close()
+
+
+@kopf.on.resume(*RUNS)
+@kopf.on.create(*RUNS)
+@kopf.on.update(*RUNS)
+async def reconcile(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    await _runner(memo).step(namespace or "", name)
+
+
+@kopf.on.event(*RUNS)
+async def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        _runner(memo).forget(namespace or "", name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
+async def job_changed(
+    type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    owner = next(
+        (o for o in body.metadata.get("ownerReferences", []) if o.get("kind") == "AgentRun"), None
+    )
+    if owner is None:
+        return
+    job = dict(body)
+    if type == "DELETED" or jobs.job_finished(job):
+        await _runner(memo).step(
+            namespace or "", owner["name"], job=None if type == "DELETED" else job
+        )
+
+
+def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
+    """Runs the operator until interrupted."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
+    kopf.configure(verbose=verbose)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )

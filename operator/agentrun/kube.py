@@ -1,0 +1,216 @@
+"""The thin Kubernetes I/O adapter: sync calls on a shared ApiClient, plain dicts out.
+
+The runner calls these through asyncio.to_thread. Requests go through the client's raw
+param_serialize/call_api: the typed methods validate every body and response through the
+client's pydantic models, which is slow and drops fields those models do not know.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .api import GROUP, VERSION
+
+COMPONENT = "agentrun-operator"
+AGENTRUNS, AGENTS, AGENTTOOLS = "agentruns", "agents", "agenttools"
+MAX_EVENT_MESSAGE = 1024
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _send(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    body: Any = None,
+    query: list[tuple[str, str]] | None = None,
+    content_type: str = "application/json",
+) -> Any:
+    """One request; raises ApiException on non-2xx; returns the unread urllib3 response."""
+    headers = {"Accept": "application/json", "Content-Type": content_type}
+    request = api.param_serialize(
+        method,
+        path,
+        query_params=query or [],
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    resp: Any = api.call_api(*request)
+    if not 200 <= resp.status <= 299:
+        resp.read()  # the exception carries the body (a Status with the message)
+        raise ApiException.from_response(http_resp=resp, body=None, data=None)
+    return resp.response
+
+
+def _json(
+    api: client.ApiClient, method: str, path: str, body: Any = None, **kw: Any
+) -> dict[str, Any]:
+    value = json.loads(_send(api, method, path, body, **kw).data)
+    assert isinstance(value, dict)
+    return value
+
+
+def _absent(exc: ApiException, *ok: int) -> None:
+    """Swallows the listed statuses (404 absent, 409 exists); re-raises anything else."""
+    if exc.status not in ok:
+        raise exc
+
+
+def _ns_path(prefix: str, ns: str, plural: str, name: str = "") -> str:
+    path = f"{prefix}/namespaces/{quote(ns)}/{plural}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+def _crd(ns: str, plural: str, name: str = "") -> str:
+    return _ns_path(f"/apis/{GROUP}/{VERSION}", ns, plural, name)
+
+
+def _create(api: client.ApiClient, path: str, manifest: dict[str, Any]) -> None:
+    """Create-or-get: names are deterministic, so 409 means it was already created."""
+    try:
+        _send(api, "POST", path, manifest)
+    except ApiException as exc:
+        _absent(exc, 409)
+
+
+def create_job(api: client.ApiClient, manifest: dict[str, Any]) -> None:
+    _create(api, _ns_path("/apis/batch/v1", manifest["metadata"]["namespace"], "jobs"), manifest)
+
+
+def ensure_configmap(api: client.ApiClient, manifest: dict[str, Any]) -> None:
+    _create(api, _ns_path("/api/v1", manifest["metadata"]["namespace"], "configmaps"), manifest)
+
+
+def get_run(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    return _get(api, _crd(ns, AGENTRUNS, name))
+
+
+def read_job(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _json(api, "GET", _ns_path("/apis/batch/v1", ns, "jobs", name))
+    except ApiException as exc:
+        _absent(exc, 404)
+        return None
+
+
+def find_job_pod(api: client.ApiClient, ns: str, job_name: str) -> dict[str, Any] | None:
+    """The Job's newest pod (backoffLimit 0 means one, unless it was evicted and replaced)."""
+    query = [("labelSelector", f"job-name={job_name}")]
+    items: list[dict[str, Any]] = (
+        _json(api, "GET", _ns_path("/api/v1", ns, "pods"), query=query).get("items") or []
+    )
+    if not items:
+        return None
+    return max(items, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "")
+
+
+def read_pod_log(
+    api: client.ApiClient, ns: str, pod: str, limit_bytes: int, container: str = "tool"
+) -> str:
+    """The last limit_bytes of the log: the result envelope is its last line, so keep the tail."""
+    path = _ns_path("/api/v1", ns, "pods", pod) + "/log"
+    resp = _send(api, "GET", path, query=[("container", container)])
+    buf = bytearray()
+    try:
+        for chunk in resp.stream(64 * 1024):
+            buf += chunk
+            if len(buf) > 2 * limit_bytes:
+                del buf[: len(buf) - limit_bytes]
+    finally:
+        resp.release_conn()
+    return bytes(buf[-limit_bytes:]).decode("utf-8", errors="replace")
+
+
+def delete_job(api: client.ApiClient, ns: str, name: str) -> None:
+    """Background propagation so the pod goes too; a Job already gone is fine."""
+    body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    try:
+        _send(api, "DELETE", _ns_path("/apis/batch/v1", ns, "jobs", name), body)
+    except ApiException as exc:
+        _absent(exc, 404)
+
+
+def patch_run_status(
+    api: client.ApiClient, ns: str, name: str, status: dict[str, Any]
+) -> dict[str, Any]:
+    """A merge patch on the status subresource; returns the updated AgentRun."""
+    path = _crd(ns, AGENTRUNS, name) + "/status"
+    return _json(api, "PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+
+
+def remove_annotations(api: client.ApiClient, ns: str, name: str, keys: list[str]) -> None:
+    body = {"metadata": {"annotations": dict.fromkeys(keys)}}  # null deletes in a merge patch
+    try:
+        _send(api, "PATCH", _crd(ns, AGENTRUNS, name), body, content_type=MERGE_PATCH)
+    except ApiException as exc:
+        _absent(exc, 404)
+
+
+def record_event(
+    api: client.ApiClient, run: dict[str, Any], type_: str, reason: str, message: str
+) -> None:
+    """A core/v1 Event on the AgentRun; run is its body, or a ref of metadata-style keys."""
+    meta = run.get("metadata") or run
+    name, ns = meta["name"], meta.get("namespace") or "default"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name[:200]}.{secrets.token_hex(8)}", "namespace": ns},
+        "involvedObject": {
+            "apiVersion": run.get("apiVersion", f"{GROUP}/{VERSION}"),
+            "kind": run.get("kind", "AgentRun"),
+            "name": name,
+            "namespace": ns,
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:MAX_EVENT_MESSAGE],
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    _send(api, "POST", _ns_path("/api/v1", ns, "events"), event)
+
+
+def _get(api: client.ApiClient, path: str) -> dict[str, Any] | None:
+    try:
+        return _json(api, "GET", path)
+    except ApiException as exc:
+        _absent(exc, 404)
+        return None
+
+
+def get_agent(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    return _get(api, _crd(ns, AGENTS, name))
+
+
+def get_tool(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    return _get(api, _crd(ns, AGENTTOOLS, name))
+
+
+def read_secret_key(api: client.ApiClient, ns: str, name: str, key: str) -> str | None:
+    """One key of a Secret, decoded; None when the Secret or key is missing. Never logged."""
+    secret = _get(api, _ns_path("/api/v1", ns, "secrets", name))
+    value = ((secret or {}).get("data") or {}).get(key)
+    if value is None:
+        return None
+    try:
+        return str(base64.b64decode(value).decode("utf-8")).strip()
+    except (binascii.Error, UnicodeDecodeError):
+        return None

@@ -1,0 +1,344 @@
+"""The adapter loop around the pure core: observe, decide, persist, act, repeat.
+
+Status is the write-ahead log: the status decide() returns is persisted before any of its
+actions run, so a new operator resumes every run from status alone, with no Job created
+twice (Job names are deterministic) and no write without its recorded approval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client as k8s
+from pydantic import ValidationError
+
+from . import jobs, kube, prompts, toolcall
+from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, PromptRef
+from .core import (
+    Action,
+    CallModel,
+    Config,
+    ConfigError,
+    CreateJob,
+    DeleteJob,
+    JobObservation,
+    JobPhase,
+    ModelReply,
+    ModelUnavailable,
+    Observations,
+    RecordEvent,
+    RemoveAnnotations,
+    RequeueAfter,
+    decide,
+    fail_invalid_spec,
+)
+from .model import ModelClient
+
+log = logging.getLogger("agentrun.runner")
+
+MAX_ROUNDS = 50  # decide/act rounds per trigger; a guard against a logic loop
+
+
+@dataclass
+class Settings:
+    tool_image: str = "ghcr.io/agentrun/agentrun:0.1.0"
+    output_limit_bytes: int = 512 * 1024
+
+
+@dataclass
+class _RunState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.TimerHandle | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _field_path(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    return f"{path}: {first['msg']}"
+
+
+class Runner:
+    """Drives runs one trigger at a time; one lock per run serialises all triggers."""
+
+    def __init__(self, api: k8s.ApiClient, model: ModelClient, settings: Settings) -> None:
+        self.api = api
+        self.model = model
+        self.settings = settings
+        self._runs: dict[str, _RunState] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _state(self, key: str) -> _RunState:
+        return self._runs.setdefault(key, _RunState())
+
+    def forget(self, namespace: str, name: str) -> None:
+        state = self._runs.pop(f"{namespace}/{name}", None)
+        if state is not None and state.wake is not None:
+            state.wake.cancel()
+
+    async def step(self, namespace: str, name: str, job: dict[str, Any] | None = None) -> None:
+        """Advances one run as far as it can go without waiting; reads the run fresh."""
+        state = self._state(f"{namespace}/{name}")
+        async with state.lock:
+            fresh = await asyncio.to_thread(kube.get_run, self.api, namespace, name)
+            if fresh is None:
+                self.forget(namespace, name)
+                return
+            await self._advance(fresh, job)
+
+    # ------------------------------------------------------------ the loop
+
+    async def _advance(self, body: dict[str, Any], job_hint: dict[str, Any] | None) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            run = AgentRun.model_validate(
+                {"spec": body.get("spec", {}), "metadata": meta, "status": body.get("status") or {}}
+            )
+        except ValidationError as err:
+            status, actions = fail_invalid_spec(
+                body.get("status") or {},
+                f"Invalid spec: {_field_path(err)}",
+                _now(),
+                meta.get("generation"),
+            )
+            if actions:
+                await self._persist(namespace, name, body.get("status") or {}, status)
+                await self._act(run=None, body=body, actions=actions)
+            return
+        deleting = meta.get("deletionTimestamp") is not None
+        config = await self._resolve(run)
+        obs = Observations(
+            now=_now(),
+            config=config,
+            deleting=deleting,
+            job=await self._observe_job(run, config, job_hint),
+        )
+        for _ in range(MAX_ROUNDS):
+            before = run.status
+            status, actions = decide(run, obs)
+            if status != before:
+                await self._persist(
+                    namespace, name, before.model_dump(mode="json", exclude_none=True), status
+                )
+                run = run.model_copy(update={"status": status})
+            produced = await self._act(run=run, body=body, actions=actions, config=config)
+            if produced is None:
+                return
+            obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
+        log.error("Run %s/%s did not settle after %d rounds", namespace, name, MAX_ROUNDS)
+
+    async def _persist(
+        self, namespace: str, name: str, before: dict[str, Any], status: AgentRunStatus
+    ) -> None:
+        after = status.model_dump(mode="json", exclude_none=True)
+        # Send only changed top-level keys; None removes a key under merge-patch semantics.
+        patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
+        for key in before:
+            if key not in after and key != "kopf":
+                patch[key] = None
+        if patch:
+            await asyncio.to_thread(kube.patch_run_status, self.api, namespace, name, patch)
+
+    # ------------------------------------------------------------ observations
+
+    async def _resolve(self, run: AgentRun) -> Config | ConfigError | None:
+        namespace = run.metadata["namespace"]
+        agent_body = await asyncio.to_thread(kube.get_agent, self.api, namespace, run.spec.agentRef)
+        if agent_body is None:
+            return ConfigError(
+                "InvalidSpec",
+                f"spec.agentRef: Agent {run.spec.agentRef!r} not found in namespace {namespace!r}",
+            )
+        try:
+            agent = AgentSpec.model_validate(agent_body.get("spec", {}))
+        except ValidationError as err:
+            return ConfigError("InvalidAgent", f"Agent {run.spec.agentRef}: {_field_path(err)}")
+        tools: dict[str, AgentToolSpec] = {}
+        for tool_name in agent.tools:
+            tool_body = await asyncio.to_thread(kube.get_tool, self.api, namespace, tool_name)
+            if tool_body is None:
+                return ConfigError(
+                    "InvalidAgent",
+                    f"Agent {run.spec.agentRef}: spec.tools lists {tool_name!r}, but no AgentTool "
+                    f"of that name exists in namespace {namespace!r}",
+                )
+            try:
+                tools[tool_name] = AgentToolSpec.model_validate(tool_body.get("spec", {}))
+                toolcall.validator_for(tools[tool_name].parameters)
+            except ValidationError as err:
+                return ConfigError("InvalidTool", f"AgentTool {tool_name}: {_field_path(err)}")
+            except (TypeError, ValueError, KeyError) as err:
+                return ConfigError(
+                    "InvalidTool", f"AgentTool {tool_name}: spec.parameters is not usable: {err}"
+                )
+            if tool_name == toolcall.DONE_TOOL:
+                return ConfigError(
+                    "InvalidTool", f"AgentTool {tool_name!r}: the name is reserved for the agent"
+                )
+        pinned = run.status.promptRef
+        try:
+            prompt = prompts.load_prompt(
+                agent.prompt.name, pinned.version if pinned else agent.prompt.version
+            )
+        except prompts.PromptError as err:
+            return ConfigError("InvalidAgent", f"Agent {run.spec.agentRef}: spec.prompt: {err}")
+        if pinned is not None and pinned.sha256 != prompt.sha256:
+            return ConfigError(
+                "PromptChanged",
+                f"Prompt {prompt.name} v{prompt.version} changed during the run "
+                f"(sha256 {pinned.sha256[:12]}... became {prompt.sha256[:12]}...); "
+                "publish prompt edits as a new version",
+            )
+        ref = PromptRef(name=prompt.name, version=prompt.version, sha256=prompt.sha256)
+        return Config(agent=agent, tools=tools, prompt=ref)
+
+    async def _observe_job(
+        self, run: AgentRun, config: Config | ConfigError | None, hint: dict[str, Any] | None
+    ) -> JobObservation | None:
+        current = run.status.currentAction
+        if current is None or current.state is ActionState.AWAITING_APPROVAL:
+            return None
+        namespace = run.metadata["namespace"]
+        job = hint if hint and hint["metadata"]["name"] == current.jobRef else None
+        if job is None:
+            job = await asyncio.to_thread(kube.read_job, self.api, namespace, current.jobRef)
+        if job is None:
+            return JobObservation(name=current.jobRef, phase=JobPhase.NOT_FOUND)
+        if not jobs.job_finished(job):
+            return JobObservation(name=current.jobRef, phase=JobPhase.RUNNING)
+        pod = await asyncio.to_thread(kube.find_job_pod, self.api, namespace, current.jobRef)
+        text: str | None = None
+        if pod is not None:
+            tool = config.tools.get(current.tool) if isinstance(config, Config) else None
+            # Read past the tool's own output limit so the envelope line is never cut.
+            own = tool.outputLimitBytes + 64 * 1024 if tool is not None else 0
+            text = await asyncio.to_thread(
+                kube.read_pod_log,
+                self.api,
+                namespace,
+                pod["metadata"]["name"],
+                max(self.settings.output_limit_bytes, own),
+            )
+        ref: str | None = None
+        if text:
+            cm = jobs.output_configmap(
+                run_name=run.metadata["name"],
+                run_namespace=namespace,
+                run_uid=run.metadata["uid"],
+                step=current.step,
+                tool_name=current.tool,
+                job_name=current.jobRef,
+                raw=text,
+                limit=self.settings.output_limit_bytes,
+            )
+            await asyncio.to_thread(kube.ensure_configmap, self.api, cm)
+            ref = cm["metadata"]["name"]
+        return jobs.job_observation(job, pod, text, ref)
+
+    # ------------------------------------------------------------ actions
+
+    async def _act(
+        self,
+        *,
+        run: AgentRun | None,
+        body: dict[str, Any],
+        actions: list[Action],
+        config: Config | ConfigError | None = None,
+    ) -> dict[str, Any] | None:
+        """Carries out actions in order; returns what they produced for the next decide."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        produced: dict[str, Any] = {}
+        for action in actions:
+            if isinstance(action, RecordEvent):
+                await asyncio.to_thread(
+                    kube.record_event, self.api, body, action.type, action.reason, action.message
+                )
+                log.info(
+                    "Recorded %s for %s/%s: %s", action.reason, namespace, name, action.message
+                )
+            elif isinstance(action, RemoveAnnotations):
+                await asyncio.to_thread(
+                    kube.remove_annotations, self.api, namespace, name, list(action.keys)
+                )
+                if run is not None:
+                    kept = {
+                        k: v
+                        for k, v in (run.metadata.get("annotations") or {}).items()
+                        if k not in action.keys
+                    }
+                    run.metadata["annotations"] = kept
+            elif isinstance(action, DeleteJob):
+                await asyncio.to_thread(kube.delete_job, self.api, namespace, action.name)
+                log.info("Deleted Job %s/%s", namespace, action.name)
+            elif isinstance(action, RequeueAfter):
+                self._wake_later(namespace, name, action.seconds)
+            elif isinstance(action, CreateJob) and run is not None and isinstance(config, Config):
+                produced["job"] = await self._create_job(run, config, action)
+            elif isinstance(action, CallModel) and run is not None and isinstance(config, Config):
+                produced["model"] = await self._call_model(run, config, action)
+        return produced or None
+
+    async def _create_job(self, run: AgentRun, config: Config, action: CreateJob) -> JobObservation:
+        manifest = jobs.build_job(
+            run_name=run.metadata["name"],
+            run_namespace=run.metadata["namespace"],
+            run_uid=run.metadata["uid"],
+            step=action.step,
+            tool_name=action.tool,
+            tool=config.tools[action.tool],
+            arguments=action.arguments,
+            job_name=action.name,
+            action_hash=action.actionHash,
+            default_image=self.settings.tool_image,
+        )
+        await asyncio.to_thread(kube.create_job, self.api, manifest)
+        log.info(
+            "Created Job %s/%s for step %d (%s)",
+            run.metadata["namespace"],
+            action.name,
+            action.step,
+            action.tool,
+        )
+        return JobObservation(name=action.name, phase=JobPhase.RUNNING)
+
+    async def _call_model(
+        self, run: AgentRun, config: Config, action: CallModel
+    ) -> ModelReply | ModelUnavailable:
+        ref = config.agent.model.apiKeySecretRef
+        key: str | None = None
+        if ref is not None:
+            key = await asyncio.to_thread(
+                kube.read_secret_key, self.api, run.metadata["namespace"], ref.name, ref.key
+            )
+            if key is None:
+                return ModelUnavailable(
+                    f"API key Secret {ref.name!r} (key {ref.key!r}) not found in namespace "
+                    f"{run.metadata['namespace']!r}"
+                )
+        prompt = prompts.load_prompt(config.prompt.name, config.prompt.version)
+        return await self.model.next_action(run, config, prompt.text, key, action.step)
+
+    def _wake_later(self, namespace: str, name: str, seconds: float) -> None:
+        state = self._state(f"{namespace}/{name}")
+        loop = asyncio.get_running_loop()
+        when = loop.time() + seconds
+        pending = state.wake is not None and state.wake.when() > loop.time()
+        if pending and state.wake is not None and state.wake.when() <= when:
+            return  # an earlier wake-up is already due
+        if state.wake is not None:
+            state.wake.cancel()
+        state.wake = loop.call_at(when, self._spawn, namespace, name)
+
+    def _spawn(self, namespace: str, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.step(namespace, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

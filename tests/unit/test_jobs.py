@@ -1,0 +1,345 @@
+"""jobs.py: Job manifests, result envelopes, compaction and the Job -> observation mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agentrun import jobs
+from agentrun.api import AgentToolSpec
+from agentrun.core import JobPhase
+from agentrun.naming import canonical_json, job_name, output_name
+
+UID = "0d9f3c52-1111-2222-3333-444455556666"
+ENVELOPE = '{"agentrunEnvelope": 1, "tool": "k8s-get", "ok": true, "output": {"a": 1}}'
+
+
+def tool(**kw: Any) -> AgentToolSpec:
+    return AgentToolSpec.model_validate({"description": "d", "effect": "read", **kw})
+
+
+def job(spec: AgentToolSpec | None = None, **kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "run_name": "web-down",
+        "run_namespace": "prod",
+        "run_uid": UID,
+        "step": 3,
+        "tool_name": "k8s-get",
+        "tool": spec or tool(),
+        "arguments": {"name": "web", "kind": "Pod"},
+        "job_name": job_name("web-down", UID, 3),
+        "action_hash": "ab" * 32,
+        "default_image": "ghcr.io/agentrun/agentrun:0.1.0",
+    }
+    return dict(jobs.build_job(**{**args, **kw}))
+
+
+def container(manifest: dict[str, Any]) -> dict[str, Any]:
+    [c] = manifest["spec"]["template"]["spec"]["containers"]
+    return dict(c)
+
+
+# ---------------------------------------------------------------- build_job
+
+
+def test_job_identity_owner_and_labels() -> None:
+    m = job()
+    meta = m["metadata"]
+    assert (m["apiVersion"], m["kind"]) == ("batch/v1", "Job")
+    assert meta["name"] == job_name("web-down", UID, 3)
+    assert meta["namespace"] == "prod"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "agentrun.dev/v1alpha1",
+            "kind": "AgentRun",
+            "name": "web-down",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert meta["labels"] == {
+        "agentrun.dev/run": "web-down",
+        "agentrun.dev/step": "3",
+        "agentrun.dev/tool": "k8s-get",
+        "app.kubernetes.io/managed-by": "agentrun",
+    }
+    assert meta["annotations"] == {"agentrun.dev/action-hash": "ab" * 32}
+    pod_labels = m["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["agentrun.dev/run"] == "web-down"
+    assert pod_labels["agentrun.dev/step"] == "3"
+
+
+def test_job_is_deterministic() -> None:
+    assert job() == job()
+
+
+def test_job_runs_once_within_deadline() -> None:
+    spec = job(tool(timeoutSeconds=42))["spec"]
+    assert spec["backoffLimit"] == 0
+    assert spec["activeDeadlineSeconds"] == 42
+    assert spec["ttlSecondsAfterFinished"] == 3600
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_job_security_context() -> None:
+    pod = job()["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container(job())["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("effect", "account", "expected"),
+    [
+        ("read", None, "agentrun-tool-read"),
+        ("write", None, "agentrun-tool-write"),
+        ("write", "deployer", "deployer"),
+    ],
+)
+def test_service_account_by_effect(effect: str, account: str | None, expected: str) -> None:
+    m = job(tool(effect=effect, serviceAccountName=account))
+    assert m["spec"]["template"]["spec"]["serviceAccountName"] == expected
+
+
+def test_container_defaults_to_the_tool_runner() -> None:
+    c = container(job())
+    assert c["name"] == "tool"
+    assert c["image"] == "ghcr.io/agentrun/agentrun:0.1.0"
+    assert c["command"] == ["agentrun-tool"]
+    assert c["args"] == ["k8s-get", canonical_json({"kind": "Pod", "name": "web"})]
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["AGENTRUN_RUN"] == "web-down"
+    assert env["AGENTRUN_STEP"] == "3"
+    assert env["AGENTRUN_OUTPUT_LIMIT"] == "262144"
+
+
+def test_container_custom_image_command_builtin_resources() -> None:
+    spec = tool(
+        image="example/tool:1",
+        command=["/bin/tool"],
+        builtin="k8s_get",
+        outputLimitBytes=4096,
+        resources={"requests": {"cpu": "10m"}, "limits": {"memory": "32Mi"}},
+    )
+    c = container(job(spec))
+    assert (c["image"], c["command"], c["args"][0]) == ("example/tool:1", ["/bin/tool"], "k8s_get")
+    assert c["resources"] == {"requests": {"cpu": "10m"}, "limits": {"memory": "32Mi"}}
+    assert {"name": "AGENTRUN_OUTPUT_LIMIT", "value": "4096"} in c["env"]
+
+
+def test_default_resources() -> None:
+    assert container(job())["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+
+
+def test_long_names_make_valid_label_values() -> None:
+    name = "a" * 70 + "-b"
+    labels = job(run_name=name)["metadata"]["labels"]
+    assert len(labels["agentrun.dev/run"]) <= 63
+    assert labels["agentrun.dev/run"][-1].isalnum()
+
+
+# ---------------------------------------------------------------- output ConfigMap
+
+
+def test_output_configmap_is_owned_labelled_and_bounded() -> None:
+    name = job_name("web-down", UID, 3)
+    cm = jobs.output_configmap(
+        run_name="web-down",
+        run_namespace="prod",
+        run_uid=UID,
+        step=3,
+        tool_name="k8s-get",
+        job_name=name,
+        raw="é" * 3000,
+        limit=1024,
+    )
+    assert cm["metadata"]["name"] == output_name(name)
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert cm["metadata"]["labels"]["agentrun.dev/run"] == "web-down"
+    assert len(cm["data"]["output.txt"].encode()) <= 1024
+    assert "4976 more bytes" in cm["data"]["truncated"]
+
+
+def test_output_configmap_from_envelope() -> None:
+    env = jobs.Envelope("k8s-get", True, {"a": 1})
+    cm = jobs.output_configmap(
+        run_name="r", run_namespace="n", run_uid=UID, step=1, tool_name="t", job_name="j", raw=env
+    )
+    assert json.loads(cm["data"]["output.json"])["output"] == {"a": 1}
+    assert "truncated" not in cm["data"]
+
+
+# ---------------------------------------------------------------- envelopes
+
+
+def test_parse_envelope_last_line_wins_over_junk() -> None:
+    log = "starting\n{not json\n" + '{"agentrunEnvelope": 1, "ok": false}\n' + ENVELOPE + "\n"
+    env = jobs.parse_envelope(log)
+    assert env == jobs.Envelope("k8s-get", True, {"a": 1}, None, False)
+
+
+def test_parse_envelope_tolerates_non_utf8() -> None:
+    raw = b"\xff\xfe garbage \x80\n" + ENVELOPE.encode() + b"\n"
+    assert jobs.parse_envelope(raw) is not None
+    assert jobs.parse_envelope(raw.decode("utf-8", errors="replace")) is not None
+
+
+@pytest.mark.parametrize(
+    "log", [None, "", "plain output\n", '{"ok": true}\n', "[1, 2]\n", '{"agentrunEnvelope": 1']
+)
+def test_parse_envelope_none(log: str | None) -> None:
+    assert jobs.parse_envelope(log) is None
+
+
+def test_parse_envelope_is_strict_about_ok() -> None:
+    env = jobs.parse_envelope('{"agentrunEnvelope": 1, "tool": "x", "ok": "yes"}')
+    assert env is not None and env.ok is False
+
+
+def test_envelope_round_trip() -> None:
+    env = jobs.Envelope("t", False, "out", "boom", True)
+    assert jobs.parse_envelope(json.dumps(env.to_dict())) == env
+
+
+# ---------------------------------------------------------------- compaction
+
+
+def test_compact_small_output_verbatim() -> None:
+    env = jobs.Envelope("k8s-get", True, {"status": {"phase": "Running"}, "spec": {}})
+    assert json.loads(jobs.compact_result(env)) == env.output
+
+
+def test_compact_error_first() -> None:
+    env = jobs.Envelope("k8s-get", False, None, "Pod web not found")
+    assert jobs.compact_result(env) == "error: Pod web not found"
+
+
+def test_compact_truncates_with_explicit_note() -> None:
+    env = jobs.Envelope("t", True, "x" * 10_000)
+    text = jobs.compact_result(env, limit=500, output_ref="run-s1-abc-out")
+    assert len(text) <= 500
+    assert "[truncated: " in text
+    assert "full output in ConfigMap run-s1-abc-out]" in text
+
+
+def test_compact_shrinks_structures_before_cutting() -> None:
+    env = jobs.Envelope("t", True, {"status": "ok", "items": [{"n": i} for i in range(500)]})
+    text = jobs.compact_result(env, limit=1000)
+    assert len(text) <= 1000
+    assert json.loads(text)["status"] == "ok"  # still valid JSON: lists were shortened
+    assert "more items" in text
+
+
+def test_compact_mentions_runner_truncation() -> None:
+    env = jobs.Envelope("t", True, "abc", truncated=True)
+    assert "truncated" in jobs.compact_result(env)
+
+
+# ---------------------------------------------------------------- job_observation
+
+
+def job_body(*conditions: dict[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": "r-s1-abc"}, "status": {"conditions": list(conditions)}}
+
+
+def pod_body(exit_code: int | None, reason: str = "", message: str = "") -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {}}
+    if exit_code is not None:
+        state = {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}}
+    return {"status": {"phase": "Failed", "containerStatuses": [{"name": "tool", "state": state}]}}
+
+
+COMPLETE = {"type": "Complete", "status": "True"}
+
+
+def test_observation_not_found() -> None:
+    obs = jobs.job_observation(None, None, None, None, name="r-s1-abc")
+    assert (obs.name, obs.phase) == ("r-s1-abc", JobPhase.NOT_FOUND)
+
+
+def test_observation_running() -> None:
+    obs = jobs.job_observation(job_body(), pod_body(None), None, None)
+    assert obs.phase is JobPhase.RUNNING
+    assert not jobs.job_finished(job_body())
+    assert not jobs.job_finished(job_body({"type": "Complete", "status": "False"}))
+
+
+def test_observation_complete_with_envelope() -> None:
+    obs = jobs.job_observation(job_body(COMPLETE), pod_body(0, "Completed"), ENVELOPE, "cm")
+    assert jobs.job_finished(job_body(COMPLETE))
+    assert (obs.phase, obs.ok, obs.outputRef) == (JobPhase.SUCCEEDED, True, "cm")
+    assert json.loads(obs.content) == {"a": 1}
+    assert "exit code 0" in obs.message
+
+
+def test_observation_complete_tool_said_not_ok() -> None:
+    log = '{"agentrunEnvelope": 1, "tool": "k8s-get", "ok": false, "error": "not found"}'
+    obs = jobs.job_observation(job_body(COMPLETE), pod_body(0), log, None)
+    assert (obs.phase, obs.ok) == (JobPhase.SUCCEEDED, False)
+    assert obs.content.startswith("error: not found")
+
+
+def test_observation_complete_plain_output_of_a_custom_tool() -> None:
+    obs = jobs.job_observation(job_body(COMPLETE), pod_body(0), "all good\n", None)
+    assert (obs.phase, obs.ok) == (JobPhase.SUCCEEDED, True)
+    assert "all good" in obs.content
+
+
+def test_observation_complete_unreadable_log() -> None:
+    obs = jobs.job_observation(job_body(COMPLETE), None, None, None)
+    assert (obs.phase, obs.ok) == (JobPhase.SUCCEEDED, False)
+    assert "could not be read" in obs.content
+
+
+def test_observation_failed_without_envelope_shows_log_tail() -> None:
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    log = "\n".join(f"line {i}" for i in range(100)) + "\nTraceback: boom\n"
+    obs = jobs.job_observation(job_body(failed), pod_body(1, "Error"), log, None)
+    assert (obs.phase, obs.ok, obs.reason) == (JobPhase.FAILED, False, "BackoffLimitExceeded")
+    assert "exit code 1" in obs.message and "Error" in obs.message
+    assert "Traceback: boom" in obs.content
+    assert "line 10\n" not in obs.content  # only the last lines
+
+
+def test_observation_failed_uses_termination_message_without_log() -> None:
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    obs = jobs.job_observation(job_body(failed), pod_body(137, "OOMKilled", "killed"), None, None)
+    assert "exit code 137" in obs.message and "OOMKilled" in obs.message
+    assert "killed" in obs.content
+
+
+def test_observation_failed_with_envelope() -> None:
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    log = '{"agentrunEnvelope": 1, "tool": "x", "ok": false, "error": "usage error: bad"}'
+    obs = jobs.job_observation(job_body(failed), pod_body(2), log, None)
+    assert (obs.phase, obs.ok) == (JobPhase.FAILED, False)
+    assert obs.content == "error: usage error: bad"
+
+
+def test_observation_deadline_exceeded() -> None:
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "DeadlineExceeded",
+        "message": "Job was active longer than specified deadline",
+    }
+    obs = jobs.job_observation(job_body(failed), None, None, None)
+    assert (obs.phase, obs.reason, obs.ok) == (JobPhase.FAILED, "DeadlineExceeded", False)
+    assert "deadline" in obs.content
