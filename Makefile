@@ -10,3 +10,35 @@ $(VENV)/.stamp: pyproject.toml
 	bash tests/setup/venv.sh $(VENV)
 	touch $@
 
+# ---- quality and tests (`make test` is what CI runs) ----
+lint: venv
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+crds: venv
+	$(PY) -m agentrun.crdgen
+
+crds-check: venv
+	$(PY) -m agentrun.crdgen --check
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+cluster-bin:
+	bash tests/cluster/build.sh
+
+test: venv lint typecheck crds-check cluster-bin
+	$(VENV)/bin/pytest tests -q
+
+demo: venv cluster-bin
+	$(PY) -m tests.demo
+
+# ---- local control plane (see docs/local-cluster.md) ----
+cluster-up: venv
+	$(PY) -m tests.cluster up
+
+cluster-down: venv
+	$(PY) -m tests.cluster down

@@ -159,7 +159,6 @@ def crd(kind: dict[str, Any]) -> dict[str, Any]:
                 "plural": kind["plural"],
                 "singular": kind["singular"],
                 "shortNames": kind["short"],
-                "categories": ["agentrun"],
             },
             "versions": [version],
         },

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,6 +17,7 @@ from .model import ModelClient
 from .runner import Runner, Settings
 
 RUNS = (GROUP, VERSION, "agentruns")
+KOPF_PREFIX = f"kopf.{GROUP}"
 
 
 def _runner(memo: Any) -> Runner:
@@ -27,10 +27,11 @@ def _runner(memo: Any) -> Runner:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's bookkeeping lives under our own annotation prefix, not kopf.zalando.org.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf's bookkeeping lives under our domain, but not under agentrun.dev/ itself: kopf
+    # ignores every annotation under its own prefix, and approvals must be seen as changes.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Events are posted deliberately by the runner, one per transition, not per log line.
@@ -67,10 +68,13 @@ async def reconcile(namespace: str | None, name: str, memo: Any, **_: Any) -> No
     await _runner(memo).step(namespace or "", name)
 
 
-@kopf.on.event(*RUNS)
-async def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    if type == "DELETED":
-        _runner(memo).forget(namespace or "", name)
+def _deleted(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event(*RUNS, when=_deleted)
+async def forget(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _runner(memo).forget(namespace or "", name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
@@ -91,7 +95,6 @@ async def job_changed(
 
 def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
     """Runs the operator until interrupted."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
     kopf.configure(verbose=verbose)
     kopf.run(
         standalone=True,

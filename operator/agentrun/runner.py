@@ -65,6 +65,15 @@ def _field_path(err: ValidationError) -> str:
     return f"{path}: {first['msg']}"
 
 
+def to_wire(value: Any) -> Any:
+    """Drops None and empty strings: absent is how Kubernetes spells both (omitempty)."""
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items() if v is not None and v != ""}
+    if isinstance(value, list):
+        return [to_wire(v) for v in value]
+    return value
+
+
 class Runner:
     """Drives runs one trigger at a time; one lock per run serialises all triggers."""
 
@@ -138,7 +147,7 @@ class Runner:
     async def _persist(
         self, namespace: str, name: str, before: dict[str, Any], status: AgentRunStatus
     ) -> None:
-        after = status.model_dump(mode="json", exclude_none=True)
+        before, after = to_wire(before), to_wire(status.model_dump(mode="json"))
         # Send only changed top-level keys; None removes a key under merge-patch semantics.
         patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
         for key in before:
