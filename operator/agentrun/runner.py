@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from . import jobs, kube, prompts, toolcall
+from . import faults, jobs, kube, prompts, toolcall
 from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, PromptRef
 from .core import (
     Action,
@@ -309,6 +309,7 @@ class Runner:
             action_hash=action.actionHash,
             default_image=self.settings.tool_image,
         )
+        faults.crash_point(faults.BEFORE_JOB_CREATE)
         await asyncio.to_thread(kube.create_job, self.api, manifest)
         log.info(
             "Created Job %s/%s for step %d (%s)",

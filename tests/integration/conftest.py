@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cluster import Kubectl, LocalCluster
+from tests.integration.spine import Spine
+from tests.modelserver import ScriptedModelServer
+from tests.support.stack import OperatorProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,3 +60,70 @@ def namespace(cluster: LocalCluster) -> Iterator[str]:
     cluster.wait_for_serviceaccount(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# ---- the agentrun stack: CRDs, the scripted model, and a shared operator ----
+
+SHARED_PREFIX = "s-"  # namespaces the session's shared operator watches
+
+
+@pytest.fixture(scope="session")
+def stack_installed(cluster: LocalCluster) -> LocalCluster:
+    from tests.support import stack
+
+    stack.install_crds(cluster)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[ScriptedModelServer]:
+    server = ScriptedModelServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_operator(
+    stack_installed: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for the tests that do not kill it; it watches only s-* namespaces."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = OperatorProcess(stack_installed.kubeconfig, log, namespaces=[f"{SHARED_PREFIX}*"])
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def spine(
+    stack_installed: LocalCluster,
+    model_server: ScriptedModelServer,
+    shared_operator: OperatorProcess,
+) -> Iterator[Spine]:
+    """A fresh namespace served by the shared operator."""
+    ns = f"{SHARED_PREFIX}{uuid.uuid4().hex[:8]}"
+    yield Spine(stack_installed, model_server, ns)
+    stack_installed.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture
+def own_operator(
+    stack_installed: LocalCluster, model_server: ScriptedModelServer, tmp_path: Path
+) -> Iterator[tuple[Spine, Callable[..., OperatorProcess]]]:
+    """A namespace outside the shared operator's reach, and a factory for its own operators."""
+    ns = f"k-{uuid.uuid4().hex[:8]}"
+    started: list[OperatorProcess] = []
+
+    def start(**env: str) -> OperatorProcess:
+        op = OperatorProcess(
+            stack_installed.kubeconfig, tmp_path / "operator.log", env=env, namespaces=[ns]
+        )
+        started.append(op)
+        op.start()
+        return op
+
+    yield Spine(stack_installed, model_server, ns), start
+    for op in started:
+        op.kill()
+    stack_installed.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -195,6 +195,85 @@ def test_crd_with_status_subresource_and_printer_columns(kubectl: Kubectl, names
     assert table[1].split()[:3] == ["w1", "2", "Ready"]
 
 
+NOTES_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "notes.test.agentrun.dev"},
+    "spec": {
+        "group": "test.agentrun.dev",
+        "scope": "Namespaced",
+        "names": {"plural": "notes", "singular": "note", "kind": "Note"},
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {"text": {"type": "string"}},
+                            },
+                            "status": {
+                                "type": "object",
+                                "properties": {"message": {"type": "string"}},
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_custom_resource_empty_string_is_stored_as_empty_string(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    # Regression: built with Go >= 1.16, kube-openapi's validator took "" for null and
+    # refused it with `Invalid value: "null": ... must be of type string` (build.sh patches it).
+    kubectl("apply", "-f", "-", input=json.dumps(NOTES_CRD))
+    kubectl("wait", "--for=condition=established", "crd/notes.test.agentrun.dev", "--timeout=30s")
+    note = {
+        "apiVersion": "test.agentrun.dev/v1alpha1",
+        "kind": "Note",
+        "metadata": {"name": "n1"},
+        "spec": {"text": ""},
+    }
+    last_error = [""]
+
+    def created() -> bool:
+        done = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(note), check=False)
+        last_error[0] = done.stderr
+        # discovery of a fresh CRD can lag a moment behind Established; a 422 is final
+        return done.returncode == 0 or "is invalid" in done.stderr
+
+    wait_until(created, 15, "the Note to be created")
+    assert "is invalid" not in last_error[0], last_error[0]
+    kubectl(
+        "patch",
+        "note",
+        "n1",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"message": ""}}),
+    )
+    stored = json.loads(kubectl("get", "note", "n1", "-n", namespace, "-o", "json").stdout)
+    assert stored["spec"] == {"text": ""}
+    assert stored["status"] == {"message": ""}
+    # and survives (and may be set by) an update of the main resource
+    touch = {"metadata": {"labels": {"touched": "yes"}}, "spec": {"text": ""}}
+    kubectl("patch", "note", "n1", "-n", namespace, "--type=merge", "-p", json.dumps(touch))
+    stored = json.loads(kubectl("get", "note", "n1", "-n", namespace, "-o", "json").stdout)
+    assert stored["spec"] == {"text": ""} and stored["status"] == {"message": ""}
+
+
 def test_job_completes_and_its_log_is_served(
     cluster: LocalCluster, kubectl: Kubectl, namespace: str
 ) -> None:

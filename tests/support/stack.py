@@ -153,10 +153,17 @@ def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict[str
 class OperatorProcess:
     """agentrun-operator as a local process, as a user runs it against a kubeconfig."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        namespaces: list[str] | None = None,
+    ):
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = env or {}
+        self.namespaces = namespaces or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -175,6 +182,7 @@ class OperatorProcess:
                 str(VENV_BIN / "agentrun-operator"),
                 "--liveness",
                 f"http://127.0.0.1:{self.port}/healthz",
+                *[arg for ns in self.namespaces for arg in ("-n", ns)],
             ],
             env=env,
             stdout=log,
@@ -192,6 +200,10 @@ class OperatorProcess:
                 return bool(r.status == 200)
         except OSError:
             return False
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies."""
