@@ -87,6 +87,41 @@ DEFAULT_MAX_CONSECUTIVE_ERRORS = 3
 DEFAULT_TIMEOUT_SECONDS = 3600
 
 
+class PrefetchCall(Model):
+    tool: str = Field(pattern=TOOL_NAME_PATTERN, max_length=63, description="A read tool.")
+    arguments: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Arguments; string values may use {{ input.context.alert.labels.namespace }}-style "
+            "placeholders filled from the run's input."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class NotifyEvent(StrEnum):
+    AWAITING_APPROVAL = "AwaitingApproval"
+    AWAITING_INPUT = "AwaitingInput"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class NotifySpec(Model):
+    webhookURL: str | None = Field(default=None, pattern=r"^https?://")
+    webhookSecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the webhook URL (e.g. a Slack webhook)."
+    )
+    format: Literal["generic", "slack"] = "generic"
+    on: list[NotifyEvent] = Field(
+        default_factory=lambda: [
+            NotifyEvent.AWAITING_APPROVAL,
+            NotifyEvent.AWAITING_INPUT,
+            NotifyEvent.SUCCEEDED,
+            NotifyEvent.FAILED,
+        ]
+    )
+
+
 class AgentSpec(Model):
     model: ModelSpec
     prompt: PromptSelector = Field(default_factory=lambda: PromptSelector(name="sre-agent"))
@@ -95,7 +130,18 @@ class AgentSpec(Model):
         max_length=64,
         description="Names of AgentTools in the run's namespace this agent may call.",
     )
+    prefetch: list[PrefetchCall] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Read tool calls run before the first model call (their tools must be listed).",
+    )
+    contextBudgetTokens: int = Field(
+        default=16000, ge=1000, le=2_000_000, description="Token budget of one model request."
+    )
     limits: Limits = Field(default_factory=Limits, description="Defaults for runs of this agent.")
+    notify: NotifySpec | None = Field(
+        default=None, description="Where to send a summary when a run needs a human or ends."
+    )
 
 
 class Agent(Model):
