@@ -6,12 +6,17 @@
 #   AGENTRUN_CACHE      cache root (default ~/.cache/agentrun); the build tree lives in
 #                       $AGENTRUN_CACHE/k8s-build and can be deleted after a build.
 #
-# Idempotent: does nothing when the three binaries exist and report v1.20.2.
+# Idempotent: does nothing when the three binaries exist, report v1.20.2 and carry the
+# current build stamp ($BIN/.agentrun-build == $BUILD_REV). Bump BUILD_REV whenever a patch
+# below changes what the binaries do, so caches built before it are rebuilt once.
 # The machine's apt configuration is not modified: the source package is fetched with a
 # private sources list and private list/cache directories under the cache.
 set -euo pipefail
 
 VERSION=v1.20.2
+# 1: vendored reflect2 replaced by Debian's 1.0.2
+# 2: kube-openapi zero-value check removed (custom resources accept "" in string fields)
+BUILD_REV=2
 CACHE="${AGENTRUN_CACHE:-$HOME/.cache/agentrun}"
 BIN="${AGENTRUN_K8S_BIN:-$CACHE/k8s-$VERSION}"
 WORK="$CACHE/k8s-build"
@@ -23,11 +28,12 @@ have_all() {
   for c in "${COMPONENTS[@]}"; do
     [[ -x "$BIN/$c" ]] || return 1
   done
-  "$BIN/kube-apiserver" --version 2>/dev/null | grep -q "Kubernetes $VERSION\$"
+  "$BIN/kube-apiserver" --version 2>/dev/null | grep -q "Kubernetes $VERSION\$" || return 1
+  [[ "$(cat "$BIN/.agentrun-build" 2>/dev/null)" == "$BUILD_REV" ]]
 }
 
 if have_all; then
-  log "cached: $BIN ($("$BIN/kube-apiserver" --version))"
+  log "cached: $BIN ($("$BIN/kube-apiserver" --version), build $BUILD_REV)"
   exit 0
 fi
 
@@ -102,6 +108,23 @@ if [[ ! -f vendor/github.com/modern-go/reflect2/.agentrun-debian ]]; then
   touch vendor/github.com/modern-go/reflect2/.agentrun-debian
 fi
 
+# Custom resources: kube-openapi's type validator treats zero values as null with
+# `reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data))`, which
+# compares the reflect.Value headers. Before Go 1.16 reflect.Zero allocated, so this never
+# matched; since Go 1.16 reflect.Zero and the runtime's interface conversion of "" share
+# one zero buffer, so a decoded "" "is" null and `type: string` fields reject it (422
+# `Invalid value: "null": ... must be of type string: "null"`). Upstream removed the check
+# (kubernetes/kube-openapi#230, Kubernetes 1.21, kubernetes/kubernetes#99804); do the same.
+OAV=vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go
+if grep -q 'reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data))' "$OAV"; then
+  log "patching $OAV (zero values are not null)"
+  sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' "$OAV"
+fi
+if ! grep -q '^\s*if data == nil {$' "$OAV" || grep -q 'reflect.Zero(reflect.TypeOf(data))' "$OAV"; then
+  log "could not patch the zero-value check in $OAV"
+  exit 1
+fi
+
 # -ldflags -X does not reach these in GOPATH mode with vendored staging: write the version.
 for f in staging/src/k8s.io/component-base/version/base.go \
          staging/src/k8s.io/client-go/pkg/version/base.go; do
@@ -140,11 +163,14 @@ fi
 
 # --- 6. build ---------------------------------------------------------------------------
 mkdir -p "$BIN"
+rm -f "$BIN/.agentrun-build"
 for c in "${COMPONENTS[@]}"; do
   log "go build $c"
   $GO build -trimpath -ldflags "-s -w" -o "$BIN/$c.tmp" "./cmd/$c"
   mv "$BIN/$c.tmp" "$BIN/$c"
 done
+
+echo "$BUILD_REV" >"$BIN/.agentrun-build"
 
 if ! have_all; then
   log "built binaries do not report $VERSION: $("$BIN/kube-apiserver" --version)"
