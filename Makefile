@@ -30,7 +30,7 @@ unit: venv
 cluster-bin:
 	bash tests/cluster/build.sh
 
-test: venv lint typecheck crds-check cluster-bin
+test: venv lint typecheck crds-check cluster-bin tools-bin
 	$(VENV)/bin/pytest tests -q
 
 demo: venv cluster-bin
@@ -42,3 +42,21 @@ cluster-up: venv
 
 cluster-down: venv
 	$(PY) -m tests.cluster down
+
+# ---- benchmarks (see docs/benchmarks.md) ----
+.PHONY: bench-step
+bench-step: venv cluster-bin
+	$(PY) -m benchmarks.step_overhead $(BENCH_ARGS)
+
+# ---- helm 4.3.1 and kubectl 1.37.1 for the chart tests (into $(AGENTRUN_CACHE)/tools) ----
+.PHONY: tools-bin chart-sync
+tools-bin:
+	bash tests/setup/helm.sh
+
+# Copies the single sources (crds/, prompts/, tools/) into the chart; tests/chart fails on drift.
+chart-sync:
+	rm -rf charts/agentrun/files
+	mkdir -p charts/agentrun/files/crds charts/agentrun/files/prompts charts/agentrun/files/tools
+	cp crds/*.yaml charts/agentrun/files/crds/
+	cp prompts/* charts/agentrun/files/prompts/
+	cp tools/*.yaml charts/agentrun/files/tools/

@@ -13,6 +13,7 @@ API_VERSION: Final = "agentrun.dev/v1alpha1"
 
 ANNOTATION_APPROVE = f"{GROUP}/approve"
 ANNOTATION_REJECT = f"{GROUP}/reject"
+ANNOTATION_ANSWER = f"{GROUP}/answer"
 LABEL_RUN = f"{GROUP}/run"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_TOOL = f"{GROUP}/tool"
@@ -238,6 +239,8 @@ class EventType(StrEnum):
     ERROR = "Error"
     APPROVAL = "Approval"
     REJECTION = "Rejection"
+    QUESTION = "Question"
+    ANSWER = "Answer"
     DONE = "Done"
 
 
@@ -271,6 +274,21 @@ class CurrentAction(Model):
     requestedTime: str
     state: ActionState
     jobRef: str
+    prefetch: bool = Field(default=False, description="Run before the first model call.")
+
+
+class Urgency(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class PendingInput(Model):
+    step: int
+    question: str
+    urgency: Urgency = Urgency.NORMAL
+    requestedTime: str
+    answerCommand: str
 
 
 class PendingAction(Model):
@@ -331,6 +349,9 @@ class AgentRunStatus(Model):
     thread: list[ThreadEvent] = Field(default_factory=list)
     currentAction: CurrentAction | None = None
     pendingAction: PendingAction | None = None
+    pendingInput: PendingInput | None = None
+    prefetched: int = Field(default=0, description="Prefetch calls done.")
+    threadDropped: int = Field(default=0, description="Oldest thread events dropped for size.")
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     promptRef: PromptRef | None = None

@@ -6,6 +6,7 @@ from .api import Condition, ConditionStatus, Phase
 
 RUNNING = "Running"
 APPROVAL_PENDING = "ApprovalPending"
+INPUT_PENDING = "InputPending"
 SUCCEEDED = "Succeeded"
 
 # Succeeded=False reasons that mean the run was stopped by a person, not failed.
@@ -45,7 +46,7 @@ def set_condition(
     return sorted([*kept, new], key=lambda c: _ORDER.get(c.type, 99))
 
 
-_ORDER = {RUNNING: 0, APPROVAL_PENDING: 1, SUCCEEDED: 2}
+_ORDER = {RUNNING: 0, APPROVAL_PENDING: 1, INPUT_PENDING: 2, SUCCEEDED: 3}
 
 
 def derive_phase(conditions: list[Condition]) -> Phase:
@@ -56,6 +57,8 @@ def derive_phase(conditions: list[Condition]) -> Phase:
         return Phase.CANCELLED if done.reason in CANCELLED_REASONS else Phase.FAILED
     if is_true(conditions, APPROVAL_PENDING):
         return Phase.AWAITING_APPROVAL
+    if is_true(conditions, INPUT_PENDING):
+        return Phase.AWAITING_INPUT
     if is_true(conditions, RUNNING):
         return Phase.RUNNING
     return Phase.PENDING

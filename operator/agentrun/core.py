@@ -14,6 +14,7 @@ from typing import Any
 
 from . import conditions as cond
 from .api import (
+    ANNOTATION_ANSWER,
     ANNOTATION_APPROVE,
     ANNOTATION_REJECT,
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -32,16 +33,21 @@ from .api import (
     Effect,
     EventType,
     PendingAction,
+    PendingInput,
     PromptRef,
     RunResult,
     ThreadEvent,
+    Urgency,
     Usage,
 )
 from .naming import action_hash, canonical_json, job_name
+from .templating import MissingValue, fill
 
 MAX_THREAD_EVENTS = 200
 MAX_EVENT_CONTENT = 4000
 MAX_APPROVAL_RECORDS = 50
+MAX_THREAD_BYTES = 256 * 1024  # the thread in status stays far below etcd's object limit
+COMPACTED_CONTENT = 300
 
 # ---------------------------------------------------------------- observations
 
@@ -73,6 +79,14 @@ class Done:
 
 
 @dataclass(frozen=True)
+class RequestInput:
+    """The model asks a human a question; the run waits for the answer."""
+
+    question: str
+    urgency: Urgency = Urgency.NORMAL
+
+
+@dataclass(frozen=True)
 class InvalidAction:
     """A malformed, unknown or schema-invalid tool call: the model sees it next step."""
 
@@ -81,7 +95,7 @@ class InvalidAction:
 
 @dataclass(frozen=True)
 class ModelReply:
-    action: ToolCall | Done | InvalidAction
+    action: ToolCall | Done | RequestInput | InvalidAction
     usage: Usage = field(default_factory=Usage)
 
 
@@ -222,6 +236,39 @@ def _job_to_stop(current: CurrentAction | None, job: JobObservation | None) -> s
     return None
 
 
+def answer_command(run: AgentRun) -> str:
+    name = run.metadata.get("name", "")
+    namespace = run.metadata.get("namespace", "default")
+    return f"kubectl annotate agentrun {name} -n {namespace} {ANNOTATION_ANSWER}='<your answer>'"
+
+
+def _size(event: ThreadEvent) -> int:
+    return len(event.content) + len(canonical_json(event.arguments or {})) + 200
+
+
+def bound_thread(thread: list[ThreadEvent], dropped: int) -> tuple[list[ThreadEvent], int]:
+    """Keeps the thread under MAX_THREAD_BYTES: oldest results compacted first, then dropped.
+
+    The raw outputs stay in their ConfigMaps (outputRef), so compacting loses no evidence.
+    """
+    total = sum(_size(e) for e in thread)
+    if total <= MAX_THREAD_BYTES:
+        return thread, dropped
+    out = list(thread)
+    for i, event in enumerate(out[:-1]):  # the newest event is kept whole
+        if total <= MAX_THREAD_BYTES:
+            break
+        if len(event.content) > COMPACTED_CONTENT and event.type is not EventType.DONE:
+            where = f"; full output in ConfigMap {event.outputRef}" if event.outputRef else ""
+            short = event.content[:COMPACTED_CONTENT] + f"\n[compacted{where}]"
+            total -= len(event.content) - len(short)
+            out[i] = event.model_copy(update={"content": short})
+    while total > MAX_THREAD_BYTES and len(out) > 1:
+        total -= _size(out.pop(0))
+        dropped += 1
+    return out, dropped
+
+
 class _Step:
     """Mutable working state of one decide() call."""
 
@@ -233,6 +280,7 @@ class _Step:
         self.now = iso(obs.now)
         self.generation: int | None = run.metadata.get("generation")
         self.annotations: dict[str, str] = run.metadata.get("annotations") or {}
+        self.config: Config | None = None
 
     def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> None:
         self.status.conditions = cond.set_condition(
@@ -249,7 +297,12 @@ class _Step:
             )
         )
         if len(self.status.thread) > MAX_THREAD_EVENTS:
-            self.status.thread = self.status.thread[-MAX_THREAD_EVENTS:]
+            cut = len(self.status.thread) - MAX_THREAD_EVENTS
+            self.status.thread = self.status.thread[cut:]
+            self.status.threadDropped += cut
+        self.status.thread, self.status.threadDropped = bound_thread(
+            self.status.thread, self.status.threadDropped
+        )
 
     def audit(self, record: ApprovalRecord) -> None:
         self.status.approvals = [*self.status.approvals, record][-MAX_APPROVAL_RECORDS:]
@@ -258,6 +311,9 @@ class _Step:
         """Sets the terminal conditions; deletes a Job still running for this run."""
         self.set(cond.RUNNING, ConditionStatus.FALSE, reason, message)
         self.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, reason, "")
+        if self.status.pendingInput is not None:
+            self.set(cond.INPUT_PENDING, ConditionStatus.FALSE, reason, "")
+        self.status.pendingInput = None
         self.set(
             cond.SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message
         )
@@ -314,6 +370,7 @@ def _transition(st: _Step) -> None:
     if config is None:
         return  # the adapter could not resolve the config this time; nothing to decide on
     limits = effective_limits(st.run, config.agent)
+    st.config = config
 
     if status.startTime is None:
         status.startTime = st.now
@@ -329,6 +386,8 @@ def _transition(st: _Step) -> None:
 
     if status.currentAction is not None:
         _advance_action(st, status.currentAction, config, limits)
+    elif status.pendingInput is not None:
+        _await_input(st, status.pendingInput, limits)
     elif obs.model is not None:
         _take_reply(st, obs.model, config, limits)
     else:
@@ -342,6 +401,10 @@ def _transition(st: _Step) -> None:
 
 def _next_model_call(st: _Step, limits: EffectiveLimits) -> None:
     status = st.status
+    config = st.config
+    if config is not None and status.step == 0 and status.prefetched < len(config.agent.prefetch):
+        _start_prefetch(st, config, limits)
+        return
     if status.step >= limits.maxSteps:
         st.finish(False, "MaxStepsExceeded", f"Run reached maxSteps={limits.maxSteps}")
         return
@@ -376,6 +439,9 @@ def _take_reply(
     if isinstance(action, InvalidAction):
         if not st.error(action.message, limits):
             _next_model_call(st, limits)
+        return
+    if isinstance(action, RequestInput):
+        _request_input(st, action)
         return
     if isinstance(action, Done):
         st.thread(EventType.DONE, action.answer)
@@ -539,6 +605,15 @@ def _take_job_result(
     status = st.status
     status.currentAction = None
     refs = {"tool": current.tool, "jobRef": current.jobRef, "outputRef": job.outputRef}
+    if current.prefetch:
+        # Prefetched evidence, good or bad, is context for the first model call, not an error
+        # of the agent's.
+        status.prefetched += 1
+        kind = EventType.TOOL_RESULT if job.phase is JobPhase.SUCCEEDED else EventType.ERROR
+        text = job.content or job.message or job.reason or f"{current.tool} gave no output"
+        st.thread(kind, text, **refs)
+        _next_model_call(st, limits)
+        return
     if job.phase is JobPhase.SUCCEEDED:
         # A tool that ran and reported "not found" gave evidence, not an error of the agent's.
         if job.ok:
@@ -593,3 +668,83 @@ def fail_invalid_spec(
     current.phase = cond.derive_phase(conds)
     current.observedGeneration = generation
     return current, actions
+
+
+def _start_prefetch(st: _Step, config: Config, limits: EffectiveLimits) -> None:
+    status = st.status
+    index = status.prefetched
+    call = config.agent.prefetch[index]
+    tool = config.tools.get(call.tool)
+    if tool is None or tool.effect is not Effect.READ:
+        status.prefetched += 1
+        st.thread(EventType.ERROR, f"Prefetch {call.tool}: not a read tool of this agent; skipped.")
+        _next_model_call(st, limits)
+        return
+    values = {
+        "input": st.run.spec.input.model_dump(mode="json"),
+        "run": {"name": st.run.metadata.get("name"), "namespace": st.run.metadata.get("namespace")},
+    }
+    try:
+        arguments = fill(call.arguments, values)
+    except MissingValue as missing:
+        status.prefetched += 1
+        st.thread(
+            EventType.ERROR, f"Prefetch {call.tool}: the input has no {missing.args[0]}; skipped."
+        )
+        _next_model_call(st, limits)
+        return
+    uid = str(st.run.metadata.get("uid", ""))
+    name = job_name(str(st.run.metadata.get("name", "run")), uid, 0, prefetch=index)
+    st.thread(
+        EventType.TOOL_CALL,
+        f"{call.tool} {canonical_json(arguments)}",
+        tool=call.tool,
+        arguments=arguments,
+    )
+    status.currentAction = CurrentAction(
+        step=0,
+        tool=call.tool,
+        effect=Effect.READ,
+        arguments=arguments,
+        actionHash=action_hash(uid, -1 - index, call.tool, arguments),
+        requestedTime=st.now,
+        state=ActionState.READY,
+        jobRef=name,
+        prefetch=True,
+    )
+    _start_job(st, status.currentAction)
+
+
+def _request_input(st: _Step, action: RequestInput) -> None:
+    status = st.status
+    command = answer_command(st.run)
+    status.pendingInput = PendingInput(
+        step=status.step,
+        question=action.question,
+        urgency=action.urgency,
+        requestedTime=st.now,
+        answerCommand=command,
+    )
+    st.thread(EventType.QUESTION, f"[{action.urgency.value}] {action.question}")
+    st.set(cond.INPUT_PENDING, ConditionStatus.TRUE, "AwaitingInput", action.question)
+    if ANNOTATION_ANSWER in st.annotations:
+        st.actions.append(RemoveAnnotations(keys=(ANNOTATION_ANSWER,)))
+    st.event(
+        "Normal",
+        "InputRequested",
+        f"Step {status.step} asks ({action.urgency.value}): {clip(action.question, 500)}; "
+        f"answer with: {command}",
+    )
+
+
+def _await_input(st: _Step, pending: PendingInput, limits: EffectiveLimits) -> None:
+    answer = st.annotations.get(ANNOTATION_ANSWER)
+    if answer is None or not answer.strip():
+        return
+    status = st.status
+    st.thread(EventType.ANSWER, answer.strip())
+    status.pendingInput = None
+    st.set(cond.INPUT_PENDING, ConditionStatus.FALSE, "Answered", "")
+    st.actions.append(RemoveAnnotations(keys=(ANNOTATION_ANSWER,)))
+    st.event("Normal", "InputReceived", f"Step {pending.step} question answered")
+    _next_model_call(st, limits)

@@ -22,11 +22,13 @@ def action_hash(run_uid: str, step: int, tool: str, arguments: dict[str, Any]) -
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def job_name(run_name: str, run_uid: str, step: int) -> str:
-    """A DNS-1123 label (<= 63 chars) unique per run (uid) and step."""
-    suffix = hashlib.sha256(f"{run_uid}/{step}".encode()).hexdigest()[:6]
+def job_name(run_name: str, run_uid: str, step: int, prefetch: int | None = None) -> str:
+    """A DNS-1123 label (<= 63 chars) unique per run (uid) and step (or prefetch call)."""
+    slot = f"p{prefetch}" if prefetch is not None else f"s{step}"
+    key = f"{run_uid}/{step}" if prefetch is None else f"{run_uid}/prefetch/{prefetch}"
+    suffix = hashlib.sha256(key.encode()).hexdigest()[:6]
     base = re.sub(r"[^a-z0-9-]", "-", run_name[:40]).strip("-") or "run"
-    return f"{base}-s{step}-{suffix}"
+    return f"{base}-{slot}-{suffix}"
 
 
 def output_name(job: str) -> str:

@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from pydantic import ValidationError
 
 from . import faults, jobs, kube, prompts, toolcall
-from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, PromptRef
+from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, Effect, PromptRef
 from .core import (
     Action,
     CallModel,
@@ -188,9 +188,17 @@ class Runner:
                 return ConfigError(
                     "InvalidTool", f"AgentTool {tool_name}: spec.parameters is not usable: {err}"
                 )
-            if tool_name == toolcall.DONE_TOOL:
+            if tool_name in toolcall.BUILTIN_TOOLS:
                 return ConfigError(
                     "InvalidTool", f"AgentTool {tool_name!r}: the name is reserved for the agent"
+                )
+        for call in agent.prefetch:
+            tool = tools.get(call.tool)
+            if tool is None or tool.effect is not Effect.READ:
+                return ConfigError(
+                    "InvalidAgent",
+                    f"Agent {run.spec.agentRef}: spec.prefetch calls {call.tool!r}, which is not "
+                    "a read tool listed in spec.tools",
                 )
         pinned = run.status.promptRef
         try:

@@ -16,8 +16,8 @@ import pydantic
 from openai.types.chat import ChatCompletionMessage
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
-from .api import AgentToolSpec, Effect
-from .core import Done, InvalidAction, ToolCall
+from .api import AgentToolSpec, Effect, Urgency
+from .core import Done, InvalidAction, RequestInput, ToolCall
 from .naming import canonical_json
 
 DONE_TOOL = "done"
@@ -33,6 +33,21 @@ DONE_PARAMETERS: dict[str, Any] = {
     "required": ["answer"],
     "additionalProperties": False,
 }
+INPUT_TOOL = "request_human_input"
+INPUT_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "question": {
+            "type": "string",
+            "minLength": 1,
+            "description": "One precise question only a human can answer.",
+        },
+        "urgency": {"type": "string", "enum": ["low", "normal", "high"], "default": "normal"},
+    },
+    "required": ["question"],
+    "additionalProperties": False,
+}
+BUILTIN_TOOLS = (DONE_TOOL, INPUT_TOOL)
 _EFFECT_NOTE = {
     Effect.READ: "[read-only; runs at once]",
     Effect.WRITE: "[write; runs only after a human approves it]",
@@ -43,8 +58,8 @@ def tool_definitions(tools: dict[str, AgentToolSpec]) -> list[dict[str, Any]]:
     """OpenAI function tools, sorted by name (a stable prefix caches well), then `done`."""
     defs = []
     for name in sorted(tools):
-        if name == DONE_TOOL:
-            continue  # the built-in wins; config resolution should refuse such a tool
+        if name in BUILTIN_TOOLS:
+            continue  # the built-in wins; config resolution refuses such a tool
         spec = tools[name]
         params = dict(spec.parameters)
         params.setdefault("type", "object")
@@ -52,6 +67,11 @@ def tool_definitions(tools: dict[str, AgentToolSpec]) -> list[dict[str, Any]]:
         defs.append(
             _function(name, f"{spec.description.strip()} {_EFFECT_NOTE[spec.effect]}", params)
         )
+    ask_doc = (
+        "Ask a human a question when only a person can answer it (intent, a business "
+        "constraint, a missing credential); the run waits for the answer."
+    )
+    defs.append(_function(INPUT_TOOL, ask_doc, INPUT_PARAMETERS))
     done_doc = "Finish the run with your final answer. Call it when done or when stuck."
     defs.append(_function(DONE_TOOL, done_doc, DONE_PARAMETERS))
     return defs
@@ -240,7 +260,7 @@ def _plain(value: Any) -> Any:
 
 def parse_reply(
     message: ChatCompletionMessage, tools: dict[str, AgentToolSpec]
-) -> ToolCall | Done | InvalidAction:
+) -> ToolCall | Done | RequestInput | InvalidAction:
     """Exactly one valid tool call, or an InvalidAction the model reads next turn."""
     calls: list[tuple[str, str]] = []
     for call in message.tool_calls or []:
@@ -264,10 +284,12 @@ def parse_reply(
     name, raw = calls[0]
     if name == DONE_TOOL:
         schema: dict[str, Any] = DONE_PARAMETERS
+    elif name == INPUT_TOOL:
+        schema = INPUT_PARAMETERS
     elif name in tools:
         schema = tools[name].parameters
     else:
-        allowed = ", ".join([*sorted(t for t in tools if t != DONE_TOOL), DONE_TOOL])
+        allowed = ", ".join([*sorted(t for t in tools if t not in BUILTIN_TOOLS), *BUILTIN_TOOLS])
         return InvalidAction(f"Unknown tool {_clip(name, 64)!r}; allowed tools: {allowed}.")
     args = _arguments(name, raw)
     if isinstance(args, InvalidAction):
@@ -280,6 +302,11 @@ def parse_reply(
         return InvalidAction(f"Tool {name} cannot be called: {e}")
     if name == DONE_TOOL:
         return Done(answer=str(validated["answer"]))
+    if name == INPUT_TOOL:
+        return RequestInput(
+            question=str(validated["question"]),
+            urgency=Urgency(validated.get("urgency", "normal")),
+        )
     return ToolCall(tool=name, arguments=validated)
 
 

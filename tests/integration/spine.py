@@ -73,20 +73,28 @@ class Spine:
     def model(self) -> str:
         return f"scripted-{self.namespace}"
 
-    def setup(self, script: list[dict[str, Any]], limits: dict[str, Any] | None = None) -> None:
+    def setup(
+        self,
+        script: list[dict[str, Any]],
+        limits: dict[str, Any] | None = None,
+        prefetch: list[dict[str, Any]] | None = None,
+    ) -> None:
         stack.prepare_namespace(self.cluster, self.namespace)
         self.server.set_scripts({self.model: script})
+        agent = stack.agent_manifest(
+            "agent",
+            self.namespace,
+            self.model,
+            self.server.base_url,
+            ["k8s-get", "rollout-restart", "slow-get"],
+            limits=limits,
+        )
+        if prefetch:
+            agent["spec"]["prefetch"] = prefetch
         docs = [
             {**WORKLOAD, "metadata": {**WORKLOAD["metadata"], "namespace": self.namespace}},
             {**SLOW_TOOL, "metadata": {"name": "slow-get", "namespace": self.namespace}},
-            stack.agent_manifest(
-                "agent",
-                self.namespace,
-                self.model,
-                self.server.base_url,
-                ["k8s-get", "rollout-restart", "slow-get"],
-                limits=limits,
-            ),
+            agent,
         ]
         stack.apply(self.cluster, docs)
 

@@ -277,3 +277,35 @@ def test_kill_while_awaiting_approval_then_approve_while_down(
     assert len(spine.jobs()) == 1
     assert [a["decision"] for a in status["approvals"]] == ["Approved"]
     assert len(spine.model_requests(step=1)) == 1
+
+
+def test_human_input_pauses_the_run_until_answered(spine: Spine) -> None:
+    ask = {"tool": "request_human_input", "arguments": {"question": "Is web safe to restart?"}}
+    spine.setup([ask, done("Restart deferred per the on-call's answer.")])
+    spine.start()
+    status = spine.wait_phase("AwaitingInput")
+    assert status["pendingInput"]["question"] == "Is web safe to restart?"
+    assert "agentrun.dev/answer" in status["pendingInput"]["answerCommand"]
+    assert any(e["reason"] == "InputRequested" for e in spine.events())
+
+    spine.annotate("agentrun.dev/answer", "not before 18:00")
+    status = spine.wait_phase("Succeeded")
+    assert (1, "Answer") in thread_types(status)
+    assert "not before 18:00" in json.dumps(spine.model_requests(step=2)[-1]["messages"])
+    assert "agentrun.dev/answer" not in spine.get()["metadata"].get("annotations", {})
+
+
+def test_prefetch_puts_evidence_in_the_first_prompt(spine: Spine) -> None:
+    prefetch = [
+        {"tool": "k8s-get", "arguments": {"kind": "Deployment", "name": "{{ input.context.app }}"}}
+    ]
+    spine.setup([done()], prefetch=prefetch)
+    spine.start(input={"task": "Investigate.", "context": {"app": "web"}})
+    status = spine.wait_phase("Succeeded")
+
+    assert thread_types(status)[:2] == [(0, "ToolCall"), (0, "ToolResult")]
+    assert status["thread"][0]["arguments"] == {"kind": "Deployment", "name": "web"}
+    jobs = spine.jobs()
+    assert len(jobs) == 1 and "-p0-" in jobs[0]["metadata"]["name"]
+    first = json.dumps(spine.model_requests(step=1)[0]["messages"])
+    assert "tool_result" in first and "web" in first

@@ -99,7 +99,11 @@ def test_tool_call_becomes_validated_tool_call(server: ScriptedModelServer) -> N
     assert (req["run"], req["step"]) == ("shop/web-down", 3)
     assert [m["role"] for m in req["messages"]] == ["system", "user"]
     assert req["messages"][0]["content"] == "You are web-down."
-    assert [t["function"]["name"] for t in req["tools"]] == ["k8s-get", "done"]
+    assert [t["function"]["name"] for t in req["tools"]] == [
+        "k8s-get",
+        "request_human_input",
+        "done",
+    ]
     assert req["tool_choice"] == "auto"
     assert req["temperature"] == 0.2
     assert req["has_authorization"]  # a placeholder key: local endpoints need none

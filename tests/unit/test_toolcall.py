@@ -52,7 +52,7 @@ def message(*calls: tuple[str, str], content: str | None = None) -> ChatCompleti
 def test_tool_definitions_sorted_with_effect_and_done_last() -> None:
     defs = tool_definitions(TOOLS)
     names = [d["function"]["name"] for d in defs]
-    assert names == ["k8s-get", "rollout-restart", "done"]
+    assert names == ["k8s-get", "rollout-restart", "request_human_input", "done"]
     assert all(d["type"] == "function" for d in defs)
     assert "read-only" in defs[0]["function"]["description"]
     assert "human approves" in defs[1]["function"]["description"]
@@ -68,7 +68,7 @@ def test_tool_definitions_fill_in_minimal_schema_and_skip_a_tool_named_done() ->
         "done": AgentToolSpec(description="imposter", effect=Effect.WRITE),
     }
     defs = tool_definitions(tools)
-    assert [d["function"]["name"] for d in defs] == ["noargs", "done"]
+    assert [d["function"]["name"] for d in defs] == ["noargs", "request_human_input", "done"]
     assert defs[0]["function"]["parameters"] == {"type": "object", "properties": {}}
     assert "imposter" not in defs[1]["function"]["description"]
 
