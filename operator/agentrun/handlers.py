@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -93,9 +94,30 @@ async def job_changed(
         )
 
 
+@kopf.on.event(GROUP, VERSION, "agents")
+async def agent_changed(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    _runner(memo).observe_object(
+        "Agent", namespace or "", name, None if type == "DELETED" else dict(body)
+    )
+
+
+@kopf.on.event(GROUP, VERSION, "agenttools")
+async def tool_changed(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    _runner(memo).observe_object(
+        "AgentTool", namespace or "", name, None if type == "DELETED" else dict(body)
+    )
+
+
 def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
     """Runs the operator until interrupted."""
     kopf.configure(verbose=verbose)
+    if not verbose:
+        # kopf logs every handler call; the runner logs each transition instead.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

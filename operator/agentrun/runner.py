@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,7 @@ from .model import ModelClient
 log = logging.getLogger("agentrun.runner")
 
 MAX_ROUNDS = 50  # decide/act rounds per trigger; a guard against a logic loop
+MAX_TOOL_OUTPUT_BYTES = 900 * 1024  # AgentToolSpec.outputLimitBytes' maximum
 
 
 @dataclass
@@ -82,10 +84,30 @@ class Runner:
         self.model = model
         self.settings = settings
         self._runs: dict[str, _RunState] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Agents and AgentTools as last seen by the operator's watch; a miss falls back to a GET.
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def _state(self, key: str) -> _RunState:
         return self._runs.setdefault(key, _RunState())
+
+    def observe_object(
+        self, kind: str, namespace: str, name: str, body: dict[str, Any] | None
+    ) -> None:
+        """Called from the watch of Agents and AgentTools; None means deleted."""
+        if body is None:
+            self._objects.pop((kind, namespace, name), None)
+        else:
+            self._objects[(kind, namespace, name)] = body
+
+    async def _lookup(
+        self, kind: str, namespace: str, name: str, fetch: Any
+    ) -> dict[str, Any] | None:
+        hit = self._objects.get((kind, namespace, name))
+        if hit is not None:
+            return hit
+        found: dict[str, Any] | None = await asyncio.to_thread(fetch, self.api, namespace, name)
+        return found
 
     def forget(self, namespace: str, name: str) -> None:
         state = self._runs.pop(f"{namespace}/{name}", None)
@@ -123,13 +145,8 @@ class Runner:
                 await self._act(run=None, body=body, actions=actions)
             return
         deleting = meta.get("deletionTimestamp") is not None
-        config = await self._resolve(run)
-        obs = Observations(
-            now=_now(),
-            config=config,
-            deleting=deleting,
-            job=await self._observe_job(run, config, job_hint),
-        )
+        config, job = await asyncio.gather(self._resolve(run), self._observe_job(run, job_hint))
+        obs = Observations(now=_now(), config=config, deleting=deleting, job=job)
         for _ in range(MAX_ROUNDS):
             before = run.status
             status, actions = decide(run, obs)
@@ -160,7 +177,7 @@ class Runner:
 
     async def _resolve(self, run: AgentRun) -> Config | ConfigError | None:
         namespace = run.metadata["namespace"]
-        agent_body = await asyncio.to_thread(kube.get_agent, self.api, namespace, run.spec.agentRef)
+        agent_body = await self._lookup("Agent", namespace, run.spec.agentRef, kube.get_agent)
         if agent_body is None:
             return ConfigError(
                 "InvalidSpec",
@@ -172,7 +189,7 @@ class Runner:
             return ConfigError("InvalidAgent", f"Agent {run.spec.agentRef}: {_field_path(err)}")
         tools: dict[str, AgentToolSpec] = {}
         for tool_name in agent.tools:
-            tool_body = await asyncio.to_thread(kube.get_tool, self.api, namespace, tool_name)
+            tool_body = await self._lookup("AgentTool", namespace, tool_name, kube.get_tool)
             if tool_body is None:
                 return ConfigError(
                     "InvalidAgent",
@@ -218,7 +235,7 @@ class Runner:
         return Config(agent=agent, tools=tools, prompt=ref)
 
     async def _observe_job(
-        self, run: AgentRun, config: Config | ConfigError | None, hint: dict[str, Any] | None
+        self, run: AgentRun, hint: dict[str, Any] | None
     ) -> JobObservation | None:
         current = run.status.currentAction
         if current is None or current.state is ActionState.AWAITING_APPROVAL:
@@ -234,9 +251,8 @@ class Runner:
         pod = await asyncio.to_thread(kube.find_job_pod, self.api, namespace, current.jobRef)
         text: str | None = None
         if pod is not None:
-            tool = config.tools.get(current.tool) if isinstance(config, Config) else None
-            # Read past the tool's own output limit so the envelope line is never cut.
-            own = tool.outputLimitBytes + 64 * 1024 if tool is not None else 0
+            # Read past any tool's own output limit so the envelope line is never cut.
+            own = MAX_TOOL_OUTPUT_BYTES + 64 * 1024
             text = await asyncio.to_thread(
                 kube.read_pod_log,
                 self.api,
@@ -276,8 +292,16 @@ class Runner:
         produced: dict[str, Any] = {}
         for action in actions:
             if isinstance(action, RecordEvent):
-                await asyncio.to_thread(
-                    kube.record_event, self.api, body, action.type, action.reason, action.message
+                # Events are for people; the run's next step does not wait for them.
+                self._background(
+                    asyncio.to_thread(
+                        kube.record_event,
+                        self.api,
+                        body,
+                        action.type,
+                        action.reason,
+                        action.message,
+                    )
                 )
                 log.info(
                     "Recorded %s for %s/%s: %s", action.reason, namespace, name, action.message
@@ -357,6 +381,14 @@ class Runner:
         state.wake = loop.call_at(when, self._spawn, namespace, name)
 
     def _spawn(self, namespace: str, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.step(namespace, name))
+        self._background(self.step(namespace, name))
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Background task failed: %s", task.exception())
