@@ -6,13 +6,14 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from . import jobs
+from . import jobs, metrics
 from .api import GROUP, LABEL_RUN, VERSION
 from .model import ModelClient
 from .runner import Runner, Settings
@@ -48,11 +49,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
     api = k8s.ApiClient()
     api.configuration.connection_pool_maxsize = workers
-    memo.runner = Runner(
+    memo.runner = runner = Runner(
         api,
         ModelClient(),
         Settings(tool_image=os.environ.get("AGENTRUN_TOOL_IMAGE", Settings.tool_image)),
     )
+
+    address = os.environ.get("AGENTRUN_METRICS", "")
+    if address:
+        metrics.serve(address, metrics.RunsCollector(runner.snapshots, lambda: datetime.now(UTC)))
 
 
 @kopf.on.cleanup()

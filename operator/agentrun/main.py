@@ -21,8 +21,14 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("AGENTRUN_LIVENESS", "http://0.0.0.0:8080/healthz"),
         help="kopf health endpoint URL ('' to disable)",
     )
+    parser.add_argument(
+        "--metrics",
+        default=os.environ.get("AGENTRUN_METRICS", "0.0.0.0:9090"),
+        help="host:port of the Prometheus /metrics endpoint ('' to disable)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    os.environ["AGENTRUN_METRICS"] = args.metrics  # read by the startup handler
     from . import handlers  # imported late: kopf registers handlers on import
 
     handlers.run(args.namespace, args.liveness or None, args.verbose)

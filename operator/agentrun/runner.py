@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from . import faults, jobs, kube, prompts, toolcall
+from . import faults, jobs, kube, metrics, prompts, toolcall
 from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, Effect, PromptRef
 from .core import (
     Action,
@@ -36,6 +37,7 @@ from .core import (
     RequeueAfter,
     decide,
     fail_invalid_spec,
+    parse_time,
 )
 from .model import ModelClient
 
@@ -86,6 +88,7 @@ class Runner:
         self._runs: dict[str, _RunState] = {}
         # Agents and AgentTools as last seen by the operator's watch; a miss falls back to a GET.
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._seen: dict[str, metrics.RunSnapshot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _state(self, key: str) -> _RunState:
@@ -109,7 +112,11 @@ class Runner:
         found: dict[str, Any] | None = await asyncio.to_thread(fetch, self.api, namespace, name)
         return found
 
+    def snapshots(self) -> list[metrics.RunSnapshot]:
+        return list(self._seen.values())
+
     def forget(self, namespace: str, name: str) -> None:
+        self._seen.pop(f"{namespace}/{name}", None)
         state = self._runs.pop(f"{namespace}/{name}", None)
         if state is not None and state.wake is not None:
             state.wake.cancel()
@@ -154,12 +161,26 @@ class Runner:
                 await self._persist(
                     namespace, name, before.model_dump(mode="json", exclude_none=True), status
                 )
+                self._account(run, before, status)
                 run = run.model_copy(update={"status": status})
             produced = await self._act(run=run, body=body, actions=actions, config=config)
             if produced is None:
                 return
             obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
         log.error("Run %s/%s did not settle after %d rounds", namespace, name, MAX_ROUNDS)
+
+    def _account(self, run: AgentRun, before: AgentRunStatus, after: AgentRunStatus) -> None:
+        agent = run.spec.agentRef
+        if after.phase != before.phase:
+            metrics.TRANSITIONS.labels(after.phase.value).inc()
+        if after.step > before.step:
+            metrics.STEPS.labels(agent).inc(after.step - before.step)
+        pending = after.pendingAction
+        self._seen[f"{run.metadata['namespace']}/{run.metadata['name']}"] = metrics.RunSnapshot(
+            phase=after.phase.value,
+            agent=agent,
+            approval_requested=parse_time(pending.requestedTime) if pending else None,
+        )
 
     async def _persist(
         self, namespace: str, name: str, before: dict[str, Any], status: AgentRunStatus
@@ -274,7 +295,9 @@ class Runner:
             )
             await asyncio.to_thread(kube.ensure_configmap, self.api, cm)
             ref = cm["metadata"]["name"]
-        return jobs.job_observation(job, pod, text, ref)
+        observed = jobs.job_observation(job, pod, text, ref)
+        _observe_duration(current.tool, job, observed)
+        return observed
 
     # ------------------------------------------------------------ actions
 
@@ -367,7 +390,17 @@ class Runner:
                     f"{run.metadata['namespace']!r}"
                 )
         prompt = prompts.load_prompt(config.prompt.name, config.prompt.version)
-        return await self.model.next_action(run, config, prompt.text, key, action.step)
+        agent, model = run.spec.agentRef, config.agent.model.name
+        started = time.monotonic()
+        reply = await self.model.next_action(run, config, prompt.text, key, action.step)
+        outcome = "error" if isinstance(reply, ModelUnavailable) else "ok"
+        metrics.MODEL_SECONDS.labels(agent, model, outcome).observe(time.monotonic() - started)
+        if isinstance(reply, ModelUnavailable):
+            metrics.MODEL_ERRORS.labels(agent, model).inc()
+        else:
+            metrics.TOKENS.labels(agent, model, "prompt").inc(reply.usage.promptTokens)
+            metrics.TOKENS.labels(agent, model, "completion").inc(reply.usage.completionTokens)
+        return reply
 
     def _wake_later(self, namespace: str, name: str, seconds: float) -> None:
         state = self._state(f"{namespace}/{name}")
@@ -392,3 +425,12 @@ class Runner:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("Background task failed: %s", task.exception())
+
+
+def _observe_duration(tool: str, job: dict[str, Any], observed: JobObservation) -> None:
+    status = job.get("status") or {}
+    start, end = status.get("startTime"), status.get("completionTime")
+    if start and end:
+        outcome = "ok" if observed.phase is JobPhase.SUCCEEDED and observed.ok else "failed"
+        seconds = (parse_time(end) - parse_time(start)).total_seconds()
+        metrics.TOOL_JOB_SECONDS.labels(tool, outcome).observe(seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.request
 from collections.abc import Callable
 
 from agentrun.naming import action_hash
@@ -309,3 +310,23 @@ def test_prefetch_puts_evidence_in_the_first_prompt(spine: Spine) -> None:
     assert len(jobs) == 1 and "-p0-" in jobs[0]["metadata"]["name"]
     first = json.dumps(spine.model_requests(step=1)[0]["messages"])
     assert "tool_result" in first and "web" in first
+
+
+def _metrics(op: OperatorProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def test_metrics_show_runs_waiting_for_approval_steps_tokens_and_tool_jobs(
+    spine: Spine, shared_operator: OperatorProcess
+) -> None:
+    spine.setup([READ, spine.write(), done()])
+    spine.start()
+    spine.wait_phase("AwaitingApproval")
+    text = _metrics(shared_operator)
+    assert 'agentrun_runs_awaiting_approval{agent="agent"}' in text
+    assert 'agentrun_approval_wait_seconds_max{agent="agent"}' in text
+    assert 'agentrun_tool_job_duration_seconds_count{outcome="ok",tool="k8s-get"}' in text
+    assert 'agentrun_tokens_total{agent="agent",kind="prompt"' in text
+    assert 'agentrun_model_request_duration_seconds_count{agent="agent"' in text
+    assert 'agentrun_steps_total{agent="agent"}' in text

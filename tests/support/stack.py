@@ -166,9 +166,11 @@ class OperatorProcess:
         self.namespaces = namespaces or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.metrics_port = 0
 
     def start(self, timeout: float = 30) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -182,6 +184,8 @@ class OperatorProcess:
                 str(VENV_BIN / "agentrun-operator"),
                 "--liveness",
                 f"http://127.0.0.1:{self.port}/healthz",
+                "--metrics",
+                f"127.0.0.1:{self.metrics_port}",
                 *[arg for ns in self.namespaces for arg in ("-n", ns)],
             ],
             env=env,
