@@ -40,6 +40,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False
     settings.queueing.batch_window = float(os.environ.get("AGENTRUN_BATCH_WINDOW", "0.02"))
     settings.watching.server_timeout = 300
+    # A standby replica takes over this long after the active one stops renewing its lease.
+    settings.peering.lifetime = int(os.environ.get("AGENTRUN_PEERING_LIFETIME", "15"))
     # Kubernetes calls run in threads; one per in-flight call, not the default handful.
     workers = int(os.environ.get("AGENTRUN_IO_THREADS", "32"))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
@@ -117,14 +119,22 @@ async def tool_changed(
     )
 
 
-def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
-    """Runs the operator until interrupted."""
+def run(
+    namespaces: list[str],
+    liveness: str | None,
+    verbose: bool,
+    peering: str = "",
+    priority: int = 0,
+) -> None:
+    """Runs the operator until interrupted; with `peering`, as one of several replicas."""
     kopf.configure(verbose=verbose)
     if not verbose:
         # kopf logs every handler call; the runner logs each transition instead.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
-        standalone=True,
+        standalone=not peering,
+        peering_name=peering or None,
+        priority=priority,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,

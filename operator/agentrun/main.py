@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 
 
@@ -26,12 +27,23 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("AGENTRUN_METRICS", "0.0.0.0:9090"),
         help="host:port of the Prometheus /metrics endpoint ('' to disable)",
     )
+    parser.add_argument(
+        "--peering",
+        default=os.environ.get("AGENTRUN_PEERING", ""),
+        help="kopf peering name: run as one of several replicas, the highest priority active",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(os.environ.get("AGENTRUN_PRIORITY", "0")) or random.randint(1, 2**30),
+        help="peering priority (default: random, so exactly one replica is active)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     os.environ["AGENTRUN_METRICS"] = args.metrics  # read by the startup handler
     from . import handlers  # imported late: kopf registers handlers on import
 
-    handlers.run(args.namespace, args.liveness or None, args.verbose)
+    handlers.run(args.namespace, args.liveness or None, args.verbose, args.peering, args.priority)
     return 0
 
 

@@ -115,9 +115,10 @@ def own_operator(
     ns = f"k-{uuid.uuid4().hex[:8]}"
     started: list[OperatorProcess] = []
 
-    def start(**env: str) -> OperatorProcess:
+    def start(*args: str, **env: str) -> OperatorProcess:
+        log = tmp_path / f"operator-{len(started)}.log"
         op = OperatorProcess(
-            stack_installed.kubeconfig, tmp_path / "operator.log", env=env, namespaces=[ns]
+            stack_installed.kubeconfig, log, env=env, namespaces=[ns], args=list(args)
         )
         started.append(op)
         op.start()

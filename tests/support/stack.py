@@ -159,11 +159,13 @@ class OperatorProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         namespaces: list[str] | None = None,
+        args: list[str] | None = None,
     ):
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = env or {}
         self.namespaces = namespaces or []
+        self.args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.metrics_port = 0
@@ -187,6 +189,7 @@ class OperatorProcess:
                 "--metrics",
                 f"127.0.0.1:{self.metrics_port}",
                 *[arg for ns in self.namespaces for arg in ("-n", ns)],
+                *self.args,
             ],
             env=env,
             stdout=log,
