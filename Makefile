@@ -30,7 +30,7 @@ unit: venv
 cluster-bin:
 	bash tests/cluster/build.sh
 
-test: venv lint typecheck crds-check cluster-bin tools-bin
+test: venv lint typecheck crds-check cluster-bin tools-bin test-deps
 	$(VENV)/bin/pytest tests -q
 
 demo: venv cluster-bin
@@ -58,5 +58,10 @@ chart-sync:
 	rm -rf charts/agentrun/files
 	mkdir -p charts/agentrun/files/crds charts/agentrun/files/prompts charts/agentrun/files/tools
 	cp crds/*.yaml charts/agentrun/files/crds/
-	cp prompts/* charts/agentrun/files/prompts/
+	find prompts -maxdepth 1 -type f -exec cp {} charts/agentrun/files/prompts/ \;
 	cp tools/*.yaml charts/agentrun/files/tools/
+
+# ---- Debian packages the integration tests start themselves (Prometheus, Alertmanager) ----
+.PHONY: test-deps
+test-deps:
+	bash tests/setup/prometheus.sh

@@ -14,6 +14,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from . import jobs, metrics
+from . import receiver as alert_receiver
 from .api import GROUP, LABEL_RUN, VERSION
 from .model import ModelClient
 from .runner import Runner, Settings
@@ -57,6 +58,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         Settings(tool_image=os.environ.get("AGENTRUN_TOOL_IMAGE", Settings.tool_image)),
     )
 
+    # The alert receiver runs in-process when configured (its own Deployment is the default).
+    memo.receiver = await alert_receiver.serve_from_env(api)
     address = os.environ.get("AGENTRUN_METRICS", "")
     if address:
         metrics.serve(address, metrics.RunsCollector(runner.snapshots, lambda: datetime.now(UTC)))
@@ -67,6 +70,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runner: Runner | None = memo.get("runner")
     if runner is not None:
         await runner.model.close()
+    receiver = memo.get("receiver")
+    if receiver is not None:
+        await receiver.cleanup()
 
 
 @kopf.on.resume(*RUNS)

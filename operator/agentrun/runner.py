@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from . import faults, jobs, kube, metrics, prompts, toolcall
+from . import faults, jobs, kube, metrics, notify, prompts, toolcall
 from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, Effect, PromptRef
 from .core import (
     Action,
@@ -163,6 +163,8 @@ class Runner:
                 )
                 self._account(run, before, status)
                 run = run.model_copy(update={"status": status})
+                if status.phase != before.phase and isinstance(config, Config):
+                    notify.on_phase_change(self.api, run, config.agent, before.phase, self._tasks)
             produced = await self._act(run=run, body=body, actions=actions, config=config)
             if produced is None:
                 return

@@ -11,6 +11,7 @@ from agentrun.naming import action_hash
 from tests.integration.spine import READ, Spine, condition, done, thread_types
 from tests.support import stack
 from tests.support.stack import OperatorProcess
+from tests.support.webhook import WebhookSink
 
 MALFORMED = {"raw_tool_calls": [{"name": "k8s-get", "arguments": '{"kind": "Deployment"'}]}
 
@@ -330,3 +331,22 @@ def test_metrics_show_runs_waiting_for_approval_steps_tokens_and_tool_jobs(
     assert 'agentrun_tokens_total{agent="agent",kind="prompt"' in text
     assert 'agentrun_model_request_duration_seconds_count{agent="agent"' in text
     assert 'agentrun_steps_total{agent="agent"}' in text
+
+
+def test_notifications_carry_the_approve_command_and_the_result(spine: Spine) -> None:
+    with WebhookSink() as sink:
+        spine.setup([spine.write(), done("Restarted web.")])
+        agent = stack.get(spine.cluster, "agent", "agent", spine.namespace)
+        assert agent is not None
+        agent["spec"]["notify"] = {"webhookURL": sink.url, "format": "generic"}
+        stack.apply(spine.cluster, [agent])
+        spine.start()
+        status = spine.wait_phase("AwaitingApproval")
+        asked = sink.wait_for(lambda p: p.get("event") == "AwaitingApproval")
+        assert asked["pendingAction"]["actionHash"] == status["pendingAction"]["actionHash"]
+        assert status["pendingAction"]["approveCommand"] in json.dumps(asked)
+
+        spine.annotate("agentrun.dev/approve", status["pendingAction"]["actionHash"])
+        spine.wait_phase("Succeeded")
+        finished = sink.wait_for(lambda p: p.get("event") == "Succeeded")
+        assert "Restarted web." in json.dumps(finished)

@@ -1,0 +1,219 @@
+"""Notifications out: which phase changes notify, the payloads, and delivery with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agentrun import notify
+from agentrun.api import AgentRun, AgentSpec, NotifyEvent, Phase
+
+HASH = "a" * 64
+APPROVE = f"kubectl annotate agentrun crash-1 -n shop agentrun.dev/approve={HASH}"
+SECRET_URL = "https://hooks.slack.example/services/T000/B000/XXXXSECRET"
+
+
+def agent(**notify_spec: Any) -> AgentSpec:
+    spec: dict[str, Any] = {
+        "model": {"name": "m", "apiKeySecretRef": {"name": "openai", "key": "api-key"}}
+    }
+    if notify_spec is not None:
+        spec["notify"] = {"webhookURL": SECRET_URL, **notify_spec}
+    return AgentSpec.model_validate(spec)
+
+
+def run(phase: str = "AwaitingApproval", **status: Any) -> AgentRun:
+    body: dict[str, Any] = {
+        "metadata": {"name": "crash-1", "namespace": "shop", "uid": "u-1"},
+        "spec": {
+            "agentRef": "sre-agent",
+            "input": {
+                "task": "Pod checkout crash loops <here> & there",
+                "context": {"alert": {"labels": {"alertname": "KubePodCrashLooping"}}},
+            },
+        },
+        "status": {"phase": phase, "step": 2, "usage": {"totalTokens": 1234}, **status},
+    }
+    return AgentRun.model_validate(body)
+
+
+PENDING = {
+    "pendingAction": {
+        "step": 2,
+        "tool": "rollout-restart",
+        "arguments": {"name": "checkout", "namespace": "shop"},
+        "actionHash": HASH,
+        "requestedTime": "2024-05-01T10:00:00Z",
+        "approveCommand": APPROVE,
+    }
+}
+
+
+def test_should_notify_only_on_a_change_to_a_listened_phase() -> None:
+    a = agent()
+    assert notify.should_notify(a, Phase.RUNNING, Phase.AWAITING_APPROVAL) is (
+        NotifyEvent.AWAITING_APPROVAL
+    )
+    assert notify.should_notify(a, Phase.AWAITING_APPROVAL, Phase.AWAITING_APPROVAL) is None
+    assert notify.should_notify(a, Phase.PENDING, Phase.RUNNING) is None
+    assert notify.should_notify(a, Phase.RUNNING, Phase.CANCELLED) is None
+    assert notify.should_notify(a, Phase.RUNNING, Phase.FAILED) is NotifyEvent.FAILED
+    only_done = agent(on=["Succeeded"])
+    assert notify.should_notify(only_done, Phase.RUNNING, Phase.FAILED) is None
+    assert notify.should_notify(only_done, Phase.RUNNING, Phase.SUCCEEDED) is not None
+    silent = AgentSpec.model_validate({"model": {"name": "m"}})
+    assert notify.should_notify(silent, Phase.RUNNING, Phase.SUCCEEDED) is None
+
+
+def _no_secrets(payload: dict[str, Any]) -> None:
+    text = json.dumps(payload)
+    for secret in ("XXXXSECRET", "hooks.slack", "openai", "api-key", "apiKeySecretRef"):
+        assert secret not in text
+
+
+def test_generic_payload_for_an_approval() -> None:
+    p = notify.build_payload(run(**PENDING), agent(), NotifyEvent.AWAITING_APPROVAL)
+    assert p["kind"] == "AgentRunNotification" and p["event"] == "AwaitingApproval"
+    assert p["run"] == {
+        "name": "crash-1",
+        "namespace": "shop",
+        "uid": "u-1",
+        "agent": "sre-agent",
+        "phase": "AwaitingApproval",
+        "step": 2,
+        "startTime": None,
+        "completionTime": None,
+    }
+    assert p["pendingAction"]["approveCommand"] == APPROVE
+    assert p["pendingAction"]["arguments"] == {"name": "checkout", "namespace": "shop"}
+    assert p["commands"]["approve"] == APPROVE
+    assert "agentrun.dev/reject=" in p["commands"]["reject"]
+    assert APPROVE in p["summary"] and "rollout-restart" in p["summary"]
+    assert p["alert"] == {"labels": {"alertname": "KubePodCrashLooping"}}
+    assert "result" not in p and "error" not in p
+    _no_secrets(p)
+
+
+def test_generic_payload_for_success_and_failure() -> None:
+    ok = notify.build_payload(
+        run("Succeeded", result={"answer": "Restarted checkout; OOM."}),
+        agent(),
+        NotifyEvent.SUCCEEDED,
+    )
+    assert ok["result"] == {"answer": "Restarted checkout; OOM."}
+    assert ok["summary"] == "AgentRun shop/crash-1 succeeded: Restarted checkout; OOM."
+    cond = {
+        "type": "Succeeded",
+        "status": "False",
+        "reason": "TooManyErrors",
+        "message": "3 errors in a row",
+        "lastTransitionTime": "2024-05-01T10:00:00Z",
+    }
+    bad = notify.build_payload(run("Failed", conditions=[cond]), agent(), NotifyEvent.FAILED)
+    assert bad["error"] == {"reason": "TooManyErrors", "message": "3 errors in a row"}
+    assert bad["summary"].endswith("failed: 3 errors in a row")
+    _no_secrets(ok)
+    _no_secrets(bad)
+
+
+def test_generic_payload_for_a_question() -> None:
+    q = {
+        "step": 3,
+        "question": "Which deployment?",
+        "urgency": "high",
+        "requestedTime": "t",
+        "answerCommand": "kubectl annotate agentrun crash-1 -n shop agentrun.dev/answer=...",
+    }
+    p = notify.build_payload(
+        run("AwaitingInput", pendingInput=q), agent(), NotifyEvent.AWAITING_INPUT
+    )
+    assert p["pendingInput"]["question"] == "Which deployment?"
+    assert p["commands"]["answer"] == q["answerCommand"]
+    assert p["summary"] == "AgentRun shop/crash-1 asks: Which deployment?"
+
+
+def test_slack_payload() -> None:
+    p = notify.build_payload(run(**PENDING), agent(format="slack"), NotifyEvent.AWAITING_APPROVAL)
+    assert set(p) == {"text", "blocks"}
+    assert APPROVE in p["text"]
+    assert p["blocks"][0]["type"] == "header"
+    assert "needs approval" in p["blocks"][0]["text"]["text"]
+    texts = [b["text"]["text"] for b in p["blocks"] if b["type"] == "section"]
+    assert any(f"```{APPROVE}```" in t for t in texts)
+    assert any("&lt;here&gt; &amp; there" in t for t in texts)  # mrkdwn-escaped
+    assert all(len(t) <= 3000 for t in texts)
+    assert p["blocks"][-1]["type"] == "context"
+    _no_secrets(p)
+    long = run("Succeeded", result={"answer": "x" * 10000})
+    s = notify.build_payload(long, agent(format="slack"), NotifyEvent.SUCCEEDED)
+    assert all(len(b["text"]["text"]) <= 3000 for b in s["blocks"] if b["type"] == "section")
+
+
+def test_redact_keeps_only_scheme_and_host() -> None:
+    assert notify.redact(SECRET_URL) == "https://hooks.slack.example"
+    assert notify.redact("http://127.0.0.1:8080/x?token=1") == "http://127.0.0.1:8080"
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def _serve(statuses: list[int]) -> tuple[web.Application, list[Any]]:
+    got: list[Any] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(status=statuses[min(len(got), len(statuses)) - 1])
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    return app, got
+
+
+@pytest.mark.parametrize(
+    ("statuses", "ok", "calls"),
+    [([200], True, 1), ([503, 429, 204], True, 3), ([500, 500, 500], False, 3), ([400], False, 1)],
+)
+def test_send_retries_transient_failures_only(statuses: list[int], ok: bool, calls: int) -> None:
+    async def main() -> None:
+        app, got = _serve(statuses)
+        async with TestServer(app) as server:
+            url = str(server.make_url("/hook"))
+            assert await notify.send(url, {"a": 1}, attempts=3, backoff=0.01) is ok
+        assert got == [{"a": 1}] * calls
+
+    asyncio.run(main())
+
+
+def test_send_to_nowhere_fails_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> bool:
+        return await notify.send(
+            "http://127.0.0.1:9/hook/SECRETPATH", {}, attempts=2, backoff=0.01, timeout=2
+        )
+
+    assert asyncio.run(main()) is False
+    assert "SECRETPATH" not in caplog.text
+
+
+def test_on_phase_change_sends_in_the_background() -> None:
+    async def main() -> None:
+        app, got = _serve([200])
+        async with TestServer(app) as server:
+            a = agent()
+            assert a.notify is not None
+            a.notify.webhookURL = str(server.make_url("/hook"))
+            tasks: set[asyncio.Task[Any]] = set()
+            r = run(**PENDING)
+            assert notify.on_phase_change(None, r, a, "AwaitingApproval", tasks) is None  # type: ignore[arg-type]
+            task = notify.on_phase_change(None, r, a, "Running", tasks)  # type: ignore[arg-type]
+            assert task is not None and task in tasks
+            assert await task is True
+            await asyncio.sleep(0)
+            assert tasks == set()
+        assert got[0]["pendingAction"]["approveCommand"] == APPROVE
+
+    asyncio.run(main())
