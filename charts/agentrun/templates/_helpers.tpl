@@ -1,0 +1,111 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "agentrun.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name (63 characters at most: DNS naming spec).
+If the release name contains the chart name it is used as the full name.
+*/}}
+{{- define "agentrun.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version as used by the chart label.
+*/}}
+{{- define "agentrun.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "agentrun.labels" -}}
+helm.sh/chart: {{ include "agentrun.chart" . }}
+{{ include "agentrun.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: agentrun
+{{- end }}
+
+{{/*
+Selector labels.
+*/}}
+{{- define "agentrun.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agentrun.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The operator's ServiceAccount name.
+*/}}
+{{- define "agentrun.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "agentrun.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator image; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "agentrun.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The image tool Jobs run in (the same image by default: it carries `agentrun-tool`).
+*/}}
+{{- define "agentrun.toolImage" -}}
+{{- default (include "agentrun.image" .) .Values.operator.toolImage }}
+{{- end }}
+
+{{/*
+Name of the ConfigMap holding the prompt templates.
+*/}}
+{{- define "agentrun.promptsConfigMap" -}}
+{{- printf "%s-prompts" (include "agentrun.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The in-cluster URL of the operator's health endpoint (through its Service).
+*/}}
+{{- define "agentrun.healthURL" -}}
+{{- if .Values.tests.healthURL }}
+{{- .Values.tests.healthURL }}
+{{- else }}
+{{- printf "http://%s.%s.svc:%d/healthz" (include "agentrun.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Cluster-scoped names (ClusterRoles, ClusterRoleBindings) carry the full name so that two
+releases never collide; with the release name `agentrun` they are agentrun-viewer, ...
+*/}}
+{{- define "agentrun.clusterName" -}}
+{{- printf "%s-%s" (include "agentrun.fullname" .root) .suffix | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Custom resources of the chart's own CRDs (AgentTools, example Agents) are hooks: Helm maps
+every kind of a release before creating anything, so they cannot be in the same install as
+the CRDs. before-hook-creation replaces them on each upgrade.
+*/}}
+{{- define "agentrun.crHookAnnotations" -}}
+helm.sh/hook: post-install,post-upgrade
+helm.sh/hook-weight: "0"
+helm.sh/hook-delete-policy: before-hook-creation
+{{- end }}

@@ -1,0 +1,268 @@
+"""charts/agentrun on the local v1.20 control plane: the rendered manifests pass a server-side
+dry run, and `helm install` starts the operator as a pod under its own ServiceAccount (the
+local node runs the container's command; RBAC is enforced), which then runs an AgentRun end
+to end: a read tool Job, a write approved by a user bound to the approver role (a viewer is
+Forbidden), done. Then `helm test`, and `helm uninstall` keeps the CRDs and the runs.
+
+Namespaces are `ar-*`: never `s-*` (the session's shared operator) nor `k-*`, and the chart's
+operator watches only its own run namespace, so two operators never handle one run.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.helm import CHART, CR_KINDS, ROOT, helm, render
+from tests.cluster import LocalCluster
+from tests.integration.spine import READ, WORKLOAD, done, thread_types
+from tests.modelserver import ScriptedModelServer
+from tests.support import stack
+
+
+def _namespaces(cluster: LocalCluster, *names: str) -> None:
+    for ns in names:
+        cluster.kubectl("create", "namespace", ns)
+    for ns in names:
+        cluster.wait_for_serviceaccount(ns)
+
+
+def _delete_namespaces(cluster: LocalCluster, *names: str) -> None:
+    for ns in names:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("variant", ["default", "full"])
+def test_manifests_pass_a_server_side_dry_run_on_1_20(
+    stack_installed: LocalCluster, variant: str
+) -> None:
+    """kubectl validates against the 1.20 server's OpenAPI, the server runs admission and,
+    for the custom resources, the CRDs' schemas (the CRDs are installed by stack_installed)."""
+    cluster = stack_installed
+    suffix = uuid.uuid4().hex[:6]
+    release_ns, runs_ns = f"ar-dry-{suffix}", f"ar-dryrun-{suffix}"
+    _namespaces(cluster, release_ns, runs_ns)
+    try:
+        docs = render(
+            full=variant == "full",
+            namespace=release_ns,
+            set_json=[
+                f'operator.watchNamespaces=["{runs_ns}"]',
+                f'toolNamespaces=["{runs_ns}"]',
+                # system-cluster-critical is reserved for kube-system by the Priority admission.
+                'priorityClassName=""',
+            ],
+        )
+        builtin = [d for d in docs if d["kind"] not in CR_KINDS]
+        crs = [d for d in docs if d["kind"] in CR_KINDS]
+        assert crs or variant == "default"
+        for batch in (builtin, crs):
+            if not batch:
+                continue
+            proc = cluster.kubectl(
+                "apply",
+                "--dry-run=server",
+                "-f",
+                "-",
+                input=yaml.safe_dump_all(batch),
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.count("(server dry run)") == len(batch), proc.stdout
+    finally:
+        _delete_namespaces(cluster, release_ns, runs_ns)
+
+
+@pytest.fixture
+def release(cluster: LocalCluster) -> Iterator[dict[str, str]]:
+    suffix = uuid.uuid4().hex[:6]
+    names = {
+        "release": f"ar-{suffix}",
+        "fullname": f"ar-{suffix}-agentrun",
+        "system": f"ar-sys-{suffix}",
+        "runs": f"ar-runs-{suffix}",
+    }
+    _namespaces(cluster, names["system"], names["runs"])
+    yield names
+    helm(
+        "uninstall",
+        names["release"],
+        "-n",
+        names["system"],
+        kubeconfig=cluster.kubeconfig,
+        check=False,
+    )
+    _delete_namespaces(cluster, names["system"], names["runs"])
+
+
+def _get(cluster: LocalCluster, *args: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return out
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
+    cluster: LocalCluster, model_server: ScriptedModelServer, release: dict[str, str]
+) -> None:
+    rel, fullname, system_ns, ns = (
+        release["release"],
+        release["fullname"],
+        release["system"],
+        release["runs"],
+    )
+    kubeconfig = cluster.kubeconfig
+    health_port, metrics_port = stack.free_port(), stack.free_port()
+
+    # ---- install -----------------------------------------------------------------------------
+    helm(
+        "install", rel, str(CHART), "--namespace", system_ns,
+        # CRDs may already be there (kubectl-applied by the other integration tests, or kept
+        # by an earlier release): adopt them, as a user migrating to the chart would.
+        "--take-ownership",
+        "--wait", "--timeout", "180s",
+        "--set-json", f'operator.watchNamespaces=["{ns}"]',
+        "--set-json", f'toolNamespaces=["{ns}"]',
+        # Loopback ports: every pod of the local node shares the host's network.
+        "--set", f"operator.healthPort={health_port}",
+        "--set", f"operator.metricsPort={metrics_port}",
+        # The local node mounts no volumes: point the prompts dir at the repository's
+        # prompts/, which the chart's ConfigMap equals (asserted below).
+        "--set", f"operator.promptsDir={ROOT / 'prompts'}",
+        # No Service routing on the local node: the test pod checks the pod's port directly.
+        "--set", f"tests.healthURL=http://127.0.0.1:{health_port}/healthz",
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+
+    pods = _get(cluster, "pods", "-n", system_ns, "-l", f"app.kubernetes.io/instance={rel}")
+    (pod,) = pods["items"]
+    assert pod["spec"]["serviceAccountName"] == fullname
+    assert pod["spec"]["containers"][0]["command"] == ["agentrun-operator"]
+    cluster.kubectl(
+        "wait", "--for=condition=Ready", f"pod/{pod['metadata']['name']}", "-n", system_ns,
+        "--timeout=60s",
+    )  # fmt: skip
+    stack.wait_for(lambda: _healthy(health_port), 60, "the chart operator's /healthz")
+    # The pod's process runs with the pod's ServiceAccount token, nothing else.
+    sa = cluster.kubectl(
+        "auth", "can-i", "list", "secrets", "-n", ns,
+        f"--as=system:serviceaccount:{system_ns}:{fullname}", check=False,
+    )  # fmt: skip
+    assert sa.stdout.strip() == "no"
+
+    cm = _get(cluster, "configmap", f"{fullname}-prompts", "-n", system_ns)
+    prompts = {p.name: p.read_text() for p in (ROOT / "prompts").iterdir() if p.is_file()}
+    assert cm["data"] == prompts
+    tools = _get(cluster, "agenttools", "-n", ns)
+    assert {"k8s-get", "rollout-restart"} <= {t["metadata"]["name"] for t in tools["items"]}
+    stack.wait_for(lambda: stack._has_token(cluster, ns), 30, f"tool ServiceAccount tokens in {ns}")
+
+    # ---- an AgentRun, served by the chart's operator -----------------------------------------
+    model = f"scripted-{ns}"
+    write = {"tool": "rollout-restart", "arguments": {"name": "web", "namespace": ns}}
+    model_server.set_scripts({model: [READ, write, done("web restarted by the chart operator.")]})
+    stack.apply(
+        cluster,
+        [
+            {**WORKLOAD, "metadata": {**WORKLOAD["metadata"], "namespace": ns}},
+            stack.agent_manifest(
+                "agent", ns, model, model_server.base_url, ["k8s-get", "rollout-restart"]
+            ),
+            stack.run_manifest("run", ns, "agent", "Investigate web."),
+        ],
+    )
+
+    def phase(*phases: str) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def check() -> dict[str, Any] | None:
+            nonlocal last
+            last = _get(cluster, "agentrun", "run", "-n", ns).get("status", {})
+            return last if last.get("phase") in phases else None
+
+        try:
+            return stack.wait_for(check, 90, f"phase {phases}")
+        except TimeoutError as err:
+            log = cluster.kubectl("logs", "-n", system_ns, pod["metadata"]["name"], check=False)
+            raise AssertionError(
+                f"{err}; status:\n{json.dumps(last, indent=1)}\noperator log:\n"
+                + "\n".join(log.stdout.splitlines()[-40:])
+            ) from None
+
+    status = phase("AwaitingApproval")
+    pending = status["pendingAction"]
+    assert pending["tool"] == "rollout-restart"
+    assert thread_types(status)[:2] == [(1, "ToolCall"), (1, "ToolResult")]
+    assert "error" not in json.dumps(status["thread"][1]).lower()
+
+    # ---- who can approve -------------------------------------------------------------------
+    bindings = {"alice": f"{fullname}-approver", "bob": f"{fullname}-viewer", "carol": "view"}
+    for user, role in bindings.items():
+        cluster.kubectl(
+            "create", "rolebinding", f"{user}-{role}", "-n", ns, f"--clusterrole={role}",
+            f"--user={user}",
+        )  # fmt: skip
+    annotate = (
+        "annotate",
+        "agentrun",
+        "run",
+        "-n",
+        ns,
+        f"agentrun.dev/approve={pending['actionHash']}",
+    )
+
+    # A viewer reads the run (and so does `view`, into which agentrun-viewer aggregates) ...
+    for user in ("bob", "carol"):
+        seen = stack.wait_for(
+            lambda u=user: cluster.kubectl("get", "agentrun", "run", "-n", ns, f"--as={u}",
+                                           check=False).returncode == 0,
+            30, f"{user} can read AgentRuns",
+        )  # fmt: skip
+        assert seen
+    # ... but cannot approve.
+    denied = cluster.kubectl(*annotate, "--as=bob", check=False)
+    assert denied.returncode != 0
+    assert "forbidden" in denied.stderr.lower() and "agentruns" in denied.stderr, denied.stderr
+    assert phase("AwaitingApproval")["pendingAction"]["actionHash"] == pending["actionHash"]
+    # The approver can, with plain kubectl annotate.
+    cluster.kubectl(*annotate, "--as=alice")
+    can_i = cluster.kubectl("auth", "can-i", "approve", "agentruns", "-n", ns, "--as=alice")
+    assert can_i.stdout.strip() == "yes"
+
+    status = phase("Succeeded", "Failed")
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["result"]["answer"] == "web restarted by the chart operator."
+    assert [(a["decision"], a["actionHash"]) for a in status["approvals"]] == [
+        ("Approved", pending["actionHash"])
+    ]
+    jobs = _get(cluster, "jobs", "-n", ns, "-l", "agentrun.dev/run=run")["items"]
+    accounts = sorted(j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs)
+    assert accounts == ["agentrun-tool-read", "agentrun-tool-write"]
+    web = _get(cluster, "deployment", "web", "-n", ns)
+    assert "kubectl.kubernetes.io/restartedAt" in web["spec"]["template"]["metadata"]["annotations"]
+
+    # ---- helm test -------------------------------------------------------------------------
+    tested = helm("test", rel, "-n", system_ns, "--logs", "--timeout", "60s", kubeconfig=kubeconfig)
+    assert "Succeeded" in tested.stdout and "HTTP 200" in tested.stdout, tested.stdout
+
+    # ---- uninstall keeps the CRDs and the runs ---------------------------------------------
+    helm("uninstall", rel, "-n", system_ns, "--wait", "--timeout", "60s", kubeconfig=kubeconfig)
+    for crd in ("agentruns", "agents", "agenttools"):
+        cluster.kubectl("get", "crd", f"{crd}.agentrun.dev")
+    assert _get(cluster, "agentrun", "run", "-n", ns)["status"]["phase"] == "Succeeded"
+    gone = cluster.kubectl("get", "deployment", fullname, "-n", system_ns, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    gone = cluster.kubectl("get", "clusterrole", f"{fullname}-operator", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
