@@ -65,3 +65,18 @@ chart-sync:
 .PHONY: test-deps
 test-deps:
 	bash tests/setup/prometheus.sh
+
+# ---- eval: the regression suite of real alerts (see docs/eval.md) ----
+# Replay (deterministic; also collected by `make test`), then live when OPENAI_API_KEY is set.
+.PHONY: eval eval-refresh
+eval: venv
+	$(PY) -m tests.eval.run $(EVAL_ARGS)
+
+# Re-records tests/eval/cases/*/requests.json after an intended prompt/context change.
+eval-refresh: venv
+	$(PY) -m tests.eval.run --refresh $(EVAL_ARGS)
+
+# ---- scale benchmark: 100, 200 and 500 runs in flight (see docs/benchmarks.md) ----
+.PHONY: bench
+bench: venv cluster-bin
+	$(PY) -m benchmarks.scale --sizes 100,200,500 $(BENCH_ARGS)

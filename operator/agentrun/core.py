@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from . import conditions as cond
+from .admission import ANNOTATION_DECIDED_BY
 from .api import (
     ANNOTATION_ANSWER,
     ANNOTATION_APPROVE,
@@ -304,6 +305,12 @@ class _Step:
             self.status.thread, self.status.threadDropped
         )
 
+    def consume(self, keys: tuple[str, ...]) -> None:
+        """Removes used decision annotations, and the decided-by stamp that went with them."""
+        if ANNOTATION_DECIDED_BY in self.annotations:
+            keys = (*keys, ANNOTATION_DECIDED_BY)
+        self.actions.append(RemoveAnnotations(keys=keys))
+
     def audit(self, record: ApprovalRecord) -> None:
         self.status.approvals = [*self.status.approvals, record][-MAX_APPROVAL_RECORDS:]
 
@@ -499,7 +506,7 @@ def _request_tool(st: _Step, call: ToolCall, tool: AgentToolSpec) -> None:
     )
     # A decision left over from an earlier action must never apply to this one.
     if any(k in st.annotations for k in DECISION_ANNOTATIONS):
-        st.actions.append(RemoveAnnotations(keys=DECISION_ANNOTATIONS))
+        st.consume(DECISION_ANNOTATIONS)
     st.event(
         "Normal",
         "ApprovalRequested",
@@ -548,6 +555,7 @@ def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) 
         "tool": current.tool,
         "actionHash": current.actionHash,
         "time": st.now,
+        "approver": ann.get(ANNOTATION_DECIDED_BY, ""),
     }
     if reject is not None:
         reason = reject.strip() or "no reason given"
@@ -561,7 +569,7 @@ def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) 
         status.currentAction = None
         status.pendingAction = None
         st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Rejected", reason)
-        st.actions.append(RemoveAnnotations(keys=DECISION_ANNOTATIONS))
+        st.consume(DECISION_ANNOTATIONS)
         st.event("Normal", "Rejected", f"Step {current.step} {current.tool} rejected: {reason}")
         _next_model_call(st, limits)
         return
@@ -581,7 +589,7 @@ def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) 
             f"Approve with: {approve_command(st.run, current.actionHash)}"
         )
         st.set(cond.APPROVAL_PENDING, ConditionStatus.TRUE, "ApprovalMismatch", message)
-        st.actions.append(RemoveAnnotations(keys=(ANNOTATION_APPROVE,)))
+        st.consume((ANNOTATION_APPROVE,))
         st.event("Warning", "ApprovalMismatch", message)
         return
     st.audit(ApprovalRecord(decision=Decision.APPROVED, **base))
@@ -590,7 +598,7 @@ def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) 
     status.currentAction = approved
     status.pendingAction = None
     st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Approved", f"{current.tool} approved")
-    st.actions.append(RemoveAnnotations(keys=DECISION_ANNOTATIONS))
+    st.consume(DECISION_ANNOTATIONS)
     st.event("Normal", "Approved", f"Step {current.step} {current.tool} approved")
     _start_job(st, approved)
 
@@ -728,7 +736,7 @@ def _request_input(st: _Step, action: RequestInput) -> None:
     st.thread(EventType.QUESTION, f"[{action.urgency.value}] {action.question}")
     st.set(cond.INPUT_PENDING, ConditionStatus.TRUE, "AwaitingInput", action.question)
     if ANNOTATION_ANSWER in st.annotations:
-        st.actions.append(RemoveAnnotations(keys=(ANNOTATION_ANSWER,)))
+        st.consume((ANNOTATION_ANSWER,))
     st.event(
         "Normal",
         "InputRequested",
@@ -745,6 +753,6 @@ def _await_input(st: _Step, pending: PendingInput, limits: EffectiveLimits) -> N
     st.thread(EventType.ANSWER, answer.strip())
     status.pendingInput = None
     st.set(cond.INPUT_PENDING, ConditionStatus.FALSE, "Answered", "")
-    st.actions.append(RemoveAnnotations(keys=(ANNOTATION_ANSWER,)))
+    st.consume((ANNOTATION_ANSWER,))
     st.event("Normal", "InputReceived", f"Step {pending.step} question answered")
     _next_model_call(st, limits)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from . import jobs, metrics
+from . import admission, jobs, metrics
 from . import receiver as alert_receiver
 from .api import GROUP, LABEL_RUN, VERSION
 from .model import ModelClient
@@ -21,6 +25,10 @@ from .runner import Runner, Settings
 
 RUNS = (GROUP, VERSION, "agentruns")
 KOPF_PREFIX = f"kopf.{GROUP}"
+SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+log = logging.getLogger("agentrun.admission")
+_approver_role = admission.DEFAULT_APPROVER_ROLE  # named in refusals; set from the flags
 
 
 def _runner(memo: Any) -> Runner:
@@ -125,15 +133,202 @@ async def tool_changed(
     )
 
 
+# ---------------------------------------------------------------- admission webhooks
+# Registered by run() only when a webhook server is configured (kopf refuses to start with
+# admission handlers but no server).
+
+
+def _create_review(api: k8s.ApiClient, body: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    request = api.param_serialize(
+        "POST", SAR_PATH, header_params=headers, body=body, auth_settings=["BearerToken"]
+    )
+    resp: Any = api.call_api(*request)
+    data = resp.read()
+    if not 200 <= resp.status <= 299:
+        raise RuntimeError(f"SubjectAccessReview failed: HTTP {resp.status}: {data[:300]!r}")
+    value: dict[str, Any] = json.loads(data)
+    return value
+
+
+async def validate_run(
+    *,
+    userinfo: kopf.UserInfo,
+    old: Any = None,
+    new: Any = None,
+    warnings: list[str],
+    memo: Any,
+    namespace: str | None,
+    name: str,
+    **_: Any,
+) -> None:
+    """Refuses decisions by users without `approve`, forged stamps, and mid-run spec edits."""
+    old_body, new_body = dict(old) if old else None, dict(new) if new else None
+    user = admission.User.from_userinfo(userinfo)
+    problems = admission.spec_violations(old_body, new_body)
+    forged = admission.forged_stamp(old_body, new_body, user.username)
+    if forged:
+        problems.append(forged)
+    keys = admission.decisions_made(old_body, new_body)
+    if keys:
+        ns, run_name = namespace or "", name or ""
+        review = admission.access_review(user, ns, run_name)
+        allowed, why = admission.review_allowed(
+            await asyncio.to_thread(_create_review, _runner(memo).api, review)
+        )
+        if not allowed:
+            problems.append(admission.refusal(user, ns, keys, _approver_role, why))
+        log.info(
+            "%s %s on %s/%s by %s",
+            "Allowed" if allowed else "Refused",
+            ",".join(keys),
+            ns,
+            run_name,
+            user.username,
+            extra={"run_namespace": ns, "run": run_name, "user": user.username},
+        )
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=403)
+    warnings.extend(admission.spec_warnings(old_body, new_body))
+
+
+async def mutate_run(
+    *, userinfo: kopf.UserInfo, patch: kopf.Patch, old: Any = None, new: Any = None, **_: Any
+) -> None:
+    """Stamps the deciding user on the run, for the audit in status.approvals."""
+    changes = admission.stamp(
+        dict(old) if old else None,
+        dict(new) if new else None,
+        admission.User.from_userinfo(userinfo).username,
+    )
+    for key, value in changes.items():
+        patch.metadata.annotations[key] = value
+
+
+class _Server(kopf.WebhookServer):
+    """kopf's server, failing closed on a path no handler serves (kopf would allow it)."""
+
+    async def __call__(self, fn: Any) -> Any:
+        async def guarded(
+            request: Any,
+            *,
+            webhook: str | None = None,
+            headers: dict[str, str] | None = None,
+            sslpeer: dict[str, Any] | None = None,
+        ) -> Any:
+            if webhook not in admission.WEBHOOK_IDS:
+                return admission.unknown_webhook(request, webhook)
+            return await fn(request, webhook=webhook, headers=headers, sslpeer=sslpeer)
+
+        async for client_config in super().__call__(guarded):
+            yield client_config
+
+
+def _self_signed(host: str) -> tuple[str, str]:
+    """A throwaway serving cert for the local webhook (kopf's own needs `certbuilder`)."""
+    folder = Path(tempfile.mkdtemp(prefix="agentrun-webhook-"))
+    cert, key = folder / "tls.crt", folder / "tls.key"
+    sans = ["IP:127.0.0.1", "DNS:localhost"]
+    if host not in ("127.0.0.1", "localhost"):
+        sans.append(
+            f"IP:{host}" if host.replace(".", "").isdigit() or ":" in host else f"DNS:{host}"
+        )
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-days", "365", "-subj", f"/CN={host}", "-keyout", str(key),
+            "-out", str(cert), "-addext", f"subjectAltName={','.join(sans)}",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def _configure_admission(settings: kopf.OperatorSettings, opts: admission.WebhookOptions) -> None:
+    if opts.mode is admission.WebhookMode.LOCAL:
+        host = opts.host or opts.addr or "127.0.0.1"
+        cert, key = (opts.cert, opts.key) if opts.cert and opts.key else _self_signed(host)
+        settings.admission.server = _Server(
+            addr=opts.addr or "127.0.0.1", port=opts.port, host=host, certfile=cert, pkeyfile=key
+        )
+        # kopf creates and keeps the Validating/MutatingWebhookConfiguration of this name.
+        settings.admission.managed = opts.config_name
+    else:
+        # The chart registers the configurations (Service reference, caBundle); kopf reloads
+        # the cert/key files when they change (e.g. renewed by cert-manager).
+        settings.admission.server = _Server(
+            addr=opts.addr or "0.0.0.0", port=opts.port, certfile=opts.cert, pkeyfile=opts.key
+        )
+        settings.admission.managed = None
+    log.info("Admission webhooks on port %d (%s)", opts.port, opts.mode.value)
+
+
+def _enable_admission(opts: admission.WebhookOptions) -> None:
+    """Registers the webhook handlers and their server; failurePolicy Fail, kept while down."""
+    global _approver_role
+    _approver_role = opts.approver_role
+    common: dict[str, Any] = {
+        "operations": ["CREATE", "UPDATE"],
+        # failurePolicy: Fail -- while the webhook is down no decision slips through; and
+        # persistent, so kopf leaves the configuration in place when the operator stops.
+        "ignore_failures": False,
+        "persistent": True,
+    }
+    kopf.on.validate(*RUNS, id=admission.VALIDATE_ID, **common)(validate_run)
+    kopf.on.mutate(*RUNS, id=admission.MUTATE_ID, **common)(mutate_run)
+
+    @kopf.on.startup()
+    async def configure_admission(settings: kopf.OperatorSettings, **_: Any) -> None:
+        _configure_admission(settings, opts)
+
+
+# ---------------------------------------------------------------- logs
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the run where known."""
+
+    FIELDS = ("run_namespace", "run", "step", "user")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ref = getattr(record, "k8s_ref", None)  # kopf's per-object loggers
+        if isinstance(ref, dict):
+            entry["run_namespace"], entry["run"] = ref.get("namespace"), ref.get("name")
+        for key in self.FIELDS:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _configure_logging(verbose: bool, log_format: str) -> None:
+    kopf.configure(verbose=verbose)
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+
+
 def run(
     namespaces: list[str],
     liveness: str | None,
     verbose: bool,
     peering: str = "",
     priority: int = 0,
+    webhook: admission.WebhookOptions | None = None,
+    log_format: str = "text",
 ) -> None:
     """Runs the operator until interrupted; with `peering`, as one of several replicas."""
-    kopf.configure(verbose=verbose)
+    _configure_logging(verbose, log_format)
+    if webhook is not None and webhook.mode is not admission.WebhookMode.NONE:
+        _enable_admission(webhook)
     if not verbose:
         # kopf logs every handler call; the runner logs each transition instead.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -82,9 +82,10 @@ class ModelClient:
         spec = config.agent.model
         run_id = f"{run.metadata.get('namespace', 'default')}/{run.metadata.get('name', '')}"
         # Plain dicts from the pure modules; the openai TypedDicts describe the same shapes.
-        messages = cast(
-            list[ChatCompletionMessageParam], context.build_messages(run, prompt_text, config.tools)
+        built = context.build_messages(
+            run, prompt_text, config.tools, config.agent.contextBudgetTokens
         )
+        messages = cast(list[ChatCompletionMessageParam], built)
         tools = cast(list[ChatCompletionToolUnionParam], toolcall.tool_definitions(config.tools))
         try:
             completion = await self.client(spec, api_key).chat.completions.create(

@@ -125,14 +125,17 @@ def execute(argv: list[str]) -> tuple[Envelope, int]:
         tool = ns.tool
         arguments = _arguments(ns)
         from .builtin_tools import REGISTRY, ToolError  # imports the kubernetes client
+        from .builtin_tools.common import redact, redact_value
 
         fn = REGISTRY.get(tool)
         if fn is None:
             raise UsageError(f"unknown tool {tool!r}; built-in tools: {sorted(REGISTRY)}")
+        # Credentials that show up in logs, messages or annotations are masked here, before
+        # the output leaves the Job (the operator masks again: custom tools skip this).
         try:
-            return Envelope(tool, True, fn(arguments)), 0
+            return Envelope(tool, True, redact_value(fn(arguments))), 0
         except ToolError as exc:
-            return Envelope(tool, False, None, str(exc)), 0
+            return Envelope(tool, False, None, redact(str(exc))), 0
     except UsageError as exc:
         return Envelope(tool, False, None, f"usage error: {exc}"), EXIT_USAGE
     except Exception as exc:  # a crash: still an envelope, the trace to stderr

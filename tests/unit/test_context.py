@@ -61,10 +61,11 @@ def test_thread_blocks_one_per_event() -> None:
     ]
     user = build_messages(run(thread), "p", TOOLS)[1]["content"]
     expected = [
+        # the error of step 2 is resolved (a later step succeeded): hidden behind a count
+        "<note>1 resolved error hidden (step 2): a later step succeeded.</note>",
         '<tool_call step="1" tool="k8s-get">{"kind":"Pod"}</tool_call>',
         '<tool_result step="1" tool="k8s-get" untrusted="true">'
         "pod web-1 CrashLoopBackOff</tool_result>",
-        '<error step="2" untrusted="true">Unknown tool \'x\'</error>',
         '<tool_call step="3" tool="rollout-restart">{"deployment":"web"}</tool_call>',
         '<rejection step="3" tool="rollout-restart">not during business hours</rejection>',
         '<approval step="4" tool="rollout-restart"/>',

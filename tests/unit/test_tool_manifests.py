@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
 
-from agentrun import api, builtin_tools
+from agentrun import api, builtin_tools, toolcall
+from agentrun.builtin_tools import scale
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 JSON_TYPES = {"object", "string", "integer", "number", "boolean", "array", "null"}
@@ -26,8 +28,9 @@ DOCS = agent_tools()
 IDS = [d["metadata"]["name"] for d in DOCS]
 
 
-def test_the_builtin_catalog_is_present() -> None:
-    assert {"k8s-get", "rollout-restart"} <= set(IDS)
+def test_every_builtin_has_a_manifest() -> None:
+    assert set(builtin_tools.REGISTRY) <= set(IDS)
+    assert set(builtin_tools.REGISTRY) == set(builtin_tools.ARGUMENTS)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=IDS)
@@ -71,5 +74,75 @@ def test_builtin_exists_and_takes_exactly_the_declared_arguments(doc: dict[str, 
 
 def test_effects() -> None:
     effects = {d["metadata"]["name"]: d["spec"]["effect"] for d in DOCS}
+    assert {n for n, e in effects.items() if e == "write"} == builtin_tools.WRITE_TOOLS
     assert effects["k8s-get"] == "read"
-    assert effects["rollout-restart"] == "write"
+    for name in builtin_tools.WRITE_TOOLS:
+        assert "approval" in next(
+            d["spec"]["description"] for d in DOCS if d["metadata"]["name"] == name
+        ), f"{name}: the model should know a write waits for a human"
+
+
+def test_scale_maximum_in_the_schema_is_the_tools_own_bound() -> None:
+    [doc] = [d for d in DOCS if d["metadata"]["name"] == "scale"]
+    replicas = doc["spec"]["parameters"]["properties"]["replicas"]
+    assert replicas["maximum"] == scale.DEFAULT_MAX and replicas["minimum"] == 0
+    assert str(scale.DEFAULT_MAX) in doc["spec"]["description"]
+
+
+def test_schema_bounds_are_enforced_before_a_call() -> None:
+    """The operator validates a model's arguments against these schemas (toolcall)."""
+    [doc] = [d for d in DOCS if d["metadata"]["name"] == "scale"]
+    model = toolcall.validator_for(doc["spec"]["parameters"])
+    model.model_validate({"name": "web", "namespace": "prod", "replicas": 20})
+    for bad in ({"replicas": 21}, {"replicas": -1}, {"replicas": 2, "force": True}):
+        with pytest.raises(pydantic.ValidationError):
+            model.model_validate({"name": "web", "namespace": "prod", **bad})
+
+
+# ---------------------------------------------------------------- tools/rbac.yaml
+
+
+def cluster_roles() -> dict[str, list[dict[str, Any]]]:
+    with (TOOLS / "rbac.yaml").open() as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    return {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_read_role_never_touches_secrets_and_never_writes() -> None:
+    read = grants(cluster_roles()["agentrun-tool-read"])
+    assert not [g for g in read if g[1].startswith("secrets") or g[1] == "*" or g[0] == "*"]
+    assert {verb for _, _, verb in read} == {"get", "list", "watch"}
+    for needed in [
+        ("", "pods", "list"),
+        ("", "pods/log", "get"),
+        ("", "events", "list"),
+        ("", "configmaps", "get"),
+        ("apps", "replicasets", "list"),
+        ("apps", "controllerrevisions", "list"),
+        ("apps", "deployments", "get"),
+    ]:
+        assert needed in read, needed
+
+
+def test_write_role_is_exactly_what_the_write_tools_use() -> None:
+    write = grants(cluster_roles()["agentrun-tool-write"])
+    assert write == {
+        ("apps", "deployments", "get"),  # all Deployment write tools read first
+        ("apps", "deployments", "patch"),  # rollout-restart, rollout-undo
+        ("apps", "replicasets", "list"),  # rollout-undo finds the revision
+        ("apps", "deployments/scale", "patch"),  # scale
+        ("apps", "statefulsets/scale", "patch"),  # scale
+        ("apps", "statefulsets", "get"),  # scale reads the replicas before
+        ("", "pods", "get"),  # delete-pod: uid precondition, owner
+        ("", "pods", "delete"),  # delete-pod
+    }

@@ -7,25 +7,49 @@ forbidden, refused); anything else escaping a tool is a crash.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
+from . import (
+    delete_pod,
+    k8s_describe,
+    k8s_events,
+    k8s_get,
+    pod_logs,
+    prometheus_query,
+    recent_deploys,
+    rollout_restart,
+    rollout_undo,
+    runbook,
+    scale,
+)
 from .common import ToolError
-from .k8s_get import ARGUMENTS as K8S_GET_ARGUMENTS
-from .k8s_get import run as run_k8s_get
-from .rollout_restart import ARGUMENTS as ROLLOUT_RESTART_ARGUMENTS
-from .rollout_restart import run as run_rollout_restart
 
 Tool = Callable[[dict[str, Any]], Any]
 
-REGISTRY: dict[str, Tool] = {
-    "k8s-get": run_k8s_get,
-    "rollout-restart": run_rollout_restart,
+MODULES: dict[str, ModuleType] = {
+    # read
+    "k8s-get": k8s_get,
+    "k8s-describe": k8s_describe,
+    "k8s-events": k8s_events,
+    "pod-logs": pod_logs,
+    "recent-deploys": recent_deploys,
+    "prometheus-query": prometheus_query,
+    "runbook": runbook,
+    # write
+    "rollout-restart": rollout_restart,
+    "rollout-undo": rollout_undo,
+    "scale": scale,
+    "delete-pod": delete_pod,
 }
+
+REGISTRY: dict[str, Tool] = {name: module.run for name, module in MODULES.items()}
 
 # The argument names each tool accepts; tools/*.yaml must declare exactly these (tested).
 ARGUMENTS: dict[str, frozenset[str]] = {
-    "k8s-get": K8S_GET_ARGUMENTS,
-    "rollout-restart": ROLLOUT_RESTART_ARGUMENTS,
+    name: frozenset(module.ARGUMENTS) for name, module in MODULES.items()
 }
 
-__all__ = ["ARGUMENTS", "REGISTRY", "Tool", "ToolError"]
+WRITE_TOOLS = frozenset({"rollout-restart", "rollout-undo", "scale", "delete-pod"})
+
+__all__ = ["ARGUMENTS", "MODULES", "REGISTRY", "WRITE_TOOLS", "Tool", "ToolError"]

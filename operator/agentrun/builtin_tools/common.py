@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cache
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -55,6 +57,24 @@ def request(
     return value
 
 
+def request_text(path: str, *, query: list[tuple[str, str]] | None = None) -> str:
+    """A raw GET returning the body as text (pod logs); ApiException on non-2xx."""
+    api = api_client()
+    req = api.param_serialize(
+        "GET",
+        path,
+        query_params=query or [],
+        header_params={"Accept": "text/plain, */*"},
+        auth_settings=["BearerToken"],
+    )
+    resp: Any = api.call_api(*req, _request_timeout=30)
+    resp.read()
+    if not 200 <= resp.status <= 299:
+        raise ApiException.from_response(http_resp=resp, body=None, data=None)
+    data = resp.data
+    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
+
+
 def api_error(exc: ApiException, what: str) -> ToolError:
     """A one-line error the model can act on, from the API's Status message."""
     message = ""
@@ -79,3 +99,177 @@ def check_arguments(args: dict[str, Any], allowed: frozenset[str], required: set
     for key, value in args.items():
         if value is not None and not isinstance(value, str):
             raise ToolError(f"argument {key!r} must be a string")
+
+
+def arguments(
+    args: dict[str, Any],
+    types: dict[str, type | tuple[type, ...]],
+    required: set[str],
+) -> None:
+    """check_arguments for tools whose arguments are not all strings (ints, booleans)."""
+    unknown = sorted(set(args) - set(types))
+    if unknown:
+        raise ToolError(f"unknown arguments {unknown}; allowed: {sorted(types)}")
+    missing = sorted(k for k in required if args.get(k) in (None, ""))
+    if missing:
+        raise ToolError(f"missing required arguments {missing}")
+    for key, value in args.items():
+        if value is None:
+            continue
+        want = types[key]
+        wanted = want if isinstance(want, tuple) else (want,)
+        # bool is an int in Python, never in JSON schema
+        if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
+            names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in wanted)
+            raise ToolError(f"argument {key!r} must be {names}")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
+
+
+def int_arg(
+    args: dict[str, Any], key: str, default: int, low: int, high: int, *, clamp: bool = True
+) -> int:
+    """An integer argument within [low, high]; clamped (reads) or refused (writes)."""
+    value = args.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ToolError(f"argument {key!r} must be an integer")
+    if low <= value <= high:
+        return value
+    if clamp:
+        return max(low, min(high, value))
+    raise ToolError(f"argument {key!r} must be between {low} and {high}, got {value}")
+
+
+def namespace_of(args: dict[str, Any]) -> str:
+    """The namespace argument, else the run's namespace (the Job runs in it)."""
+    return str(args.get("namespace") or os.environ.get("AGENTRUN_NAMESPACE") or "default")
+
+
+def api_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    base = f"{prefix}/namespaces/{quote(namespace)}/{plural}" if namespace else f"{prefix}/{plural}"
+    return f"{base}/{quote(name)}" if name else base
+
+
+def get_object(path: str, what: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    try:
+        return request("GET", path, query=query)
+    except ApiException as exc:
+        raise api_error(exc, what) from exc
+
+
+def selector_string(selector: dict[str, Any] | None) -> str:
+    """A label selector (matchLabels/matchExpressions) as the API's query string."""
+    selector = selector or {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(str(key))
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs)
+
+
+def clip(text: str, limit: int) -> str:
+    """Cuts a string at limit chars and says so."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"...[{len(text) - limit} more chars]"
+
+
+# ---------------------------------------------------------------- redaction
+
+MASK = "****"
+SENSITIVE_NAME = re.compile(
+    r"(passw(or)?d|passwd|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|"
+    r"credential|auth|session|cookie|signature|dsn)",
+    re.IGNORECASE,
+)
+_REDACTIONS: list[tuple[re.Pattern[str], str]] = [
+    # -----BEGIN ... PRIVATE KEY----- blocks
+    (
+        re.compile(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S
+        ),
+        "-----BEGIN PRIVATE KEY-----" + MASK + "-----END PRIVATE KEY-----",
+    ),
+    # Authorization: Bearer xxx / Basic xxx
+    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), r"\1 " + MASK),
+    # JWTs
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}"), MASK),
+    # AWS access key ids, GitHub/GitLab/Slack/OpenAI-style tokens
+    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), MASK),
+    (re.compile(r"\b(ghp|gho|ghu|ghs|ghr|glpat|xox[abprs]|sk)[-_][A-Za-z0-9_-]{16,}"), MASK),
+    # user:password@ in URLs
+    (re.compile(r"(://[^/\s:@]+):[^/\s@]+@"), r"\1:" + MASK + "@"),
+    # password=..., "token": "...", api_key: ...
+    (
+        re.compile(
+            # \b and bounded repeats: linear time on long runs of word characters
+            r"(?P<k>\b[\w.-]{0,40}?(passw(or)?d|passwd|pwd|secret|token|api[-_]?key|"
+            r"access[-_]?key|private[-_]?key|credential)[\w.-]{0,40})"
+            r"(?P<sep>[\"']?\s{0,5}[:=]\s{0,5}[\"']?)"
+            r"(?P<v>[^\s\"',;&}]+)",
+            re.IGNORECASE,
+        ),
+        r"\g<k>\g<sep>" + MASK,
+    ),
+]
+
+
+def redact(text: str) -> str:
+    """Masks values that look like credentials in free text (logs, messages)."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """redact() on every string of a JSON-able value, keys kept."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    return value
+
+
+def env_summary(env: list[dict[str, Any]] | None) -> list[str]:
+    """Env vars as names and where they come from; values only when literal and harmless.
+
+    Never a value from a Secret (a secretKeyRef has none here anyway), nor a literal value
+    whose name looks like a credential.
+    """
+    out = []
+    for e in env or []:
+        name = str(e.get("name"))
+        ref = e.get("valueFrom") or {}
+        if "secretKeyRef" in ref:
+            r = ref["secretKeyRef"]
+            out.append(f"{name} (from Secret {r.get('name')} key {r.get('key')})")
+        elif "configMapKeyRef" in ref:
+            r = ref["configMapKeyRef"]
+            out.append(f"{name} (from ConfigMap {r.get('name')} key {r.get('key')})")
+        elif "fieldRef" in ref:
+            out.append(f"{name} (from field {ref['fieldRef'].get('fieldPath')})")
+        elif "resourceFieldRef" in ref:
+            out.append(f"{name} (from resource {ref['resourceFieldRef'].get('resource')})")
+        elif SENSITIVE_NAME.search(name):
+            out.append(f"{name}={MASK}")
+        else:
+            out.append(f"{name}={clip(redact(str(e.get('value', ''))), 200)}")
+    return out

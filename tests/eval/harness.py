@@ -1,0 +1,646 @@
+"""The eval suite's machinery: load a case, drive a run through the pure core, score it.
+
+A case is a directory under tests/eval/cases/ (see docs/eval.md):
+
+    alert.json      the Alertmanager v4 webhook payload, as Alertmanager sends it
+    recording.yaml  the model's answers per step (replay), the tool outputs the agent sees,
+                    the human decisions on approvals
+    expected.yaml   the model's tool calls in order, the approval requested, findings
+    requests.json   golden: the exact model requests (messages + tools) of the replay
+
+The run is driven like runner.py drives it, in pure code: decide(), then its actions: a
+CallModel builds the request with the real context builder and asks a model (the recording,
+or a live model through the real ModelClient); a CreateJob is answered from the recorded
+tool outputs, compacted by the operator's own jobs.compact_result; a pending approval gets
+the recorded human decision. The alert becomes the run's input through the receiver's own
+routing.run_input, so the model sees exactly what a real alert would give it.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from openai.types.chat import ChatCompletionMessage
+
+from agentrun import context, routing, toolcall
+from agentrun.api import (
+    ANNOTATION_ANSWER,
+    ANNOTATION_APPROVE,
+    ANNOTATION_REJECT,
+    TERMINAL_PHASES,
+    ActionState,
+    AgentRun,
+    AgentSpec,
+    AgentToolSpec,
+    ModelSpec,
+    PromptRef,
+    Usage,
+)
+from agentrun.core import (
+    CallModel,
+    Config,
+    CreateJob,
+    JobObservation,
+    JobPhase,
+    ModelReply,
+    ModelUnavailable,
+    Observations,
+    RemoveAnnotations,
+    ToolCall,
+    decide,
+)
+from agentrun.jobs import Envelope, compact_result
+from agentrun.naming import canonical_json, output_name
+from agentrun.prompts import Prompt, load_prompt
+from agentrun.tokens import estimate, estimate_request
+
+ROOT = Path(__file__).resolve().parents[2]
+EVAL_DIR = Path(__file__).resolve().parent
+CASES_DIR = EVAL_DIR / "cases"
+TOOLS_DIR = ROOT / "tools"
+NOW = datetime(2025, 6, 3, 14, 5, 0, tzinfo=UTC)
+REFRESH = "make eval-refresh"
+# Arguments that tune a read rather than choose what is read: ignored when a live model's
+# call is matched against the recorded ones.
+TUNING_ARGS = frozenset(
+    {"limit", "tailLines", "sinceSeconds", "sinceMinutes", "maxSeries", "step", "range", "time"}
+)
+LIVE_DEFAULT_MODEL = "gpt-4o-mini"
+
+ModelFn = Callable[
+    [AgentRun, Config, int, list[dict[str, Any]], list[dict[str, Any]]],
+    Awaitable[ModelReply | ModelUnavailable],
+]
+
+
+# ---------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    name: str
+    path: Path
+    alert: dict[str, Any]
+    recording: dict[str, Any]
+    expected: dict[str, Any]
+
+    @property
+    def golden_path(self) -> Path:
+        return self.path / "requests.json"
+
+    def golden(self) -> list[dict[str, Any]] | None:
+        if not self.golden_path.exists():
+            return None
+        data: dict[str, Any] = json.loads(self.golden_path.read_text())
+        # The tool definitions are stored once, unless a request's differ.
+        return [{**r, "tools": r.get("tools", data.get("tools"))} for r in data["requests"]]
+
+
+def case_names() -> list[str]:
+    return sorted(p.name for p in CASES_DIR.iterdir() if (p / "recording.yaml").is_file())
+
+
+def load_case(name: str) -> Case:
+    path = CASES_DIR / name
+    return Case(
+        name=name,
+        path=path,
+        alert=json.loads((path / "alert.json").read_text()),
+        recording=yaml.safe_load((path / "recording.yaml").read_text()) or {},
+        expected=yaml.safe_load((path / "expected.yaml").read_text()) or {},
+    )
+
+
+def load_catalog(directory: Path = TOOLS_DIR) -> dict[str, AgentToolSpec]:
+    """The AgentTool catalog that ships (tools/*.yaml): the eval offers the real tools."""
+    found: dict[str, AgentToolSpec] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "AgentTool":
+                found[doc["metadata"]["name"]] = AgentToolSpec.model_validate(doc["spec"])
+    return found
+
+
+def agent_spec(case: Case, model: ModelSpec | None = None) -> AgentSpec:
+    """tests/eval/agent.yaml, with the case's `agent:` overrides."""
+    doc = yaml.safe_load((EVAL_DIR / "agent.yaml").read_text())
+    spec = dict(doc["spec"])
+    spec.update(case.recording.get("agent") or {})
+    agent = AgentSpec.model_validate(spec)
+    if model is not None:
+        agent = agent.model_copy(update={"model": model})
+    return agent
+
+
+def prompt_of(agent: AgentSpec) -> Prompt:
+    return load_prompt(agent.prompt.name, agent.prompt.version)
+
+
+def make_config(case: Case, model: ModelSpec | None = None) -> tuple[Config, Prompt]:
+    agent = agent_spec(case, model)
+    catalog = load_catalog()
+    missing = [t for t in agent.tools if t not in catalog]
+    if missing:
+        raise ValueError(f"eval agent lists tools missing from {TOOLS_DIR}: {missing}")
+    prompt = prompt_of(agent)
+    config = Config(
+        agent=agent,
+        tools={t: catalog[t] for t in agent.tools},
+        prompt=PromptRef(name=prompt.name, version=prompt.version, sha256=prompt.sha256),
+    )
+    return config, prompt
+
+
+def make_run(case: Case) -> AgentRun:
+    """The AgentRun the receiver would create for this alert (its default route)."""
+    notification = routing.Notification.model_validate(case.alert)
+    firing = [a for a in notification.alerts if a.status == "firing"] or notification.alerts
+    namespace = firing[0].labels.get("namespace", "default")
+    route = routing.Route(name="eval", agent="sre")
+    part = routing.Partition(route=route, namespace=namespace, alerts=list(notification.alerts))
+    return AgentRun.model_validate(
+        {
+            "metadata": {
+                "name": f"eval-{case.name}",
+                "namespace": namespace,
+                "uid": f"00000000-0000-4000-8000-{abs(hash_name(case.name)):012d}"[:36],
+                "generation": 1,
+            },
+            "spec": {"agentRef": "sre", "input": routing.run_input(part, notification)},
+        }
+    )
+
+
+def hash_name(name: str) -> int:
+    """A stable number from a name (Python's hash() is salted per process)."""
+    return int.from_bytes(name.encode()[:6].ljust(6, b"-"), "big") % 10**12
+
+
+# ---------------------------------------------------------------- tool outputs
+
+
+def find_recording(
+    case: Case, tool: str, arguments: dict[str, Any], namespace: str
+) -> dict[str, Any] | None:
+    """The recorded output of this call: exact arguments first; else the same tool with the
+    same arguments once tuning arguments (limits, ranges) and a namespace equal to the run's
+    are left out; else a recording of the tool marked `match: tool` (any call of it)."""
+    recorded: list[dict[str, Any]] = case.recording.get("tools") or []
+    same_tool = [r for r in recorded if r.get("tool") == tool]
+    for rec in same_tool:
+        if canonical_json(rec.get("arguments") or {}) == canonical_json(arguments):
+            return rec
+
+    def key(args: dict[str, Any]) -> str:
+        kept = {
+            k: str(v).lower() if isinstance(v, str) else v
+            for k, v in args.items()
+            if k not in TUNING_ARGS and not (k == "namespace" and v == namespace)
+        }
+        return canonical_json(kept)
+
+    for rec in same_tool:
+        if key(rec.get("arguments") or {}) == key(arguments):
+            return rec
+    for rec in same_tool:
+        if rec.get("match") == "tool":
+            return rec
+    return None
+
+
+def no_recording(case: Case, tool: str, arguments: dict[str, Any]) -> str:
+    recorded = [
+        f"{r['tool']} {canonical_json(r.get('arguments') or {})}"
+        for r in case.recording.get("tools") or []
+        if r.get("tool") == tool
+    ]
+    known = "; ".join(recorded) if recorded else "none"
+    return (
+        f"no recording: eval case {case.name!r} has no recorded output for {tool} "
+        f"{canonical_json(arguments)} (recorded calls of {tool}: {known})"
+    )
+
+
+def job_result(case: Case, run: AgentRun, job: CreateJob, missing: list[str]) -> JobObservation:
+    namespace = str(run.metadata.get("namespace", "default"))
+    rec = find_recording(case, job.tool, job.arguments, namespace)
+    ref = output_name(job.name)
+    if rec is None:
+        text = no_recording(case, job.tool, job.arguments)
+        missing.append(text)
+        envelope = Envelope(tool=job.tool, ok=False, output=None, error=text)
+    else:
+        envelope = Envelope(
+            tool=job.tool,
+            ok=bool(rec.get("ok", True)),
+            output=rec.get("output"),
+            error=rec.get("error"),
+            truncated=bool(rec.get("truncated", False)),
+        )
+    content = compact_result(envelope, output_ref=ref)
+    return JobObservation(job.name, JobPhase.SUCCEEDED, "Complete", "", envelope.ok, content, ref)
+
+
+# ---------------------------------------------------------------- driving a run
+
+
+@dataclass
+class Outcome:
+    case: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # the model's tool calls
+    approvals: list[dict[str, Any]] = field(default_factory=list)  # approvals requested
+    missing: list[str] = field(default_factory=list)  # tool calls without a recording
+    answer: str = ""
+    phase: str = ""
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    run: AgentRun | None = None
+
+    @property
+    def tools(self) -> list[str]:
+        return [c["tool"] for c in self.calls]
+
+
+def _annotate(run: AgentRun, key: str, value: str) -> AgentRun:
+    meta = copy.deepcopy(run.metadata)
+    meta.setdefault("annotations", {})[key] = value
+    return run.model_copy(update={"metadata": meta})
+
+
+def _remove(run: AgentRun, keys: tuple[str, ...]) -> AgentRun:
+    meta = copy.deepcopy(run.metadata)
+    ann = meta.get("annotations") or {}
+    for k in keys:
+        ann.pop(k, None)
+    meta["annotations"] = ann
+    return run.model_copy(update={"metadata": meta})
+
+
+async def drive(
+    case: Case, model: ModelFn, config: Config, prompt: Prompt, max_rounds: int = 400
+) -> Outcome:
+    """Runs the case's alert to a terminal phase (or until nothing moves) in pure code."""
+    out = Outcome(case=case.name)
+    run = make_run(case)
+    jobs: dict[str, JobObservation] = {}
+    decisions = list(case.recording.get("decisions") or [])
+    answers = list(case.recording.get("answers") or [])
+    asked: set[str] = set()
+    pending: ModelReply | ModelUnavailable | None = None
+    for _ in range(max_rounds):
+        retry = isinstance(pending, ModelUnavailable)
+        cur = run.status.currentAction
+        job = None
+        if cur is not None and cur.state is not ActionState.AWAITING_APPROVAL:
+            job = jobs.get(cur.jobRef, JobObservation(cur.jobRef, JobPhase.NOT_FOUND))
+        status, actions = decide(run, Observations(now=NOW, config=config, model=pending, job=job))
+        pending = None
+        run = run.model_copy(update={"status": status})
+        moved = retry
+        for action in actions:
+            if isinstance(action, CallModel):
+                messages = context.build_messages(
+                    run, prompt.text, config.tools, config.agent.contextBudgetTokens
+                )
+                definitions = toolcall.tool_definitions(config.tools)
+                # JSON round trip: what goes over the wire, and what requests.json holds.
+                out.requests.append(
+                    json.loads(
+                        json.dumps(
+                            {"step": action.step, "messages": messages, "tools": definitions}
+                        )
+                    )
+                )
+                pending = await model(run, config, action.step, messages, definitions)
+                if isinstance(pending, ModelReply) and isinstance(pending.action, ToolCall):
+                    out.calls.append(
+                        {
+                            "step": action.step,
+                            "tool": pending.action.tool,
+                            "arguments": pending.action.arguments,
+                        }
+                    )
+                moved = True
+            elif isinstance(action, CreateJob):
+                if action.name not in jobs:
+                    jobs[action.name] = job_result(case, run, action, out.missing)
+                moved = True
+            elif isinstance(action, RemoveAnnotations):
+                run = _remove(run, action.keys)
+        if status.phase in TERMINAL_PHASES:
+            break
+        pending_action = status.pendingAction
+        if pending_action is not None and pending_action.actionHash not in asked:
+            asked.add(pending_action.actionHash)
+            out.approvals.append(
+                {"tool": pending_action.tool, "arguments": pending_action.arguments}
+            )
+            decision = decisions.pop(0) if decisions else {"approve": True}
+            if "reject" in decision:
+                run = _annotate(run, ANNOTATION_REJECT, str(decision["reject"]))
+            else:
+                run = _annotate(run, ANNOTATION_APPROVE, pending_action.actionHash)
+            moved = True
+        elif status.pendingInput is not None and ANNOTATION_ANSWER not in (
+            run.metadata.get("annotations") or {}
+        ):
+            answer = answers.pop(0) if answers else "Nobody is available; use what you have."
+            run = _annotate(run, ANNOTATION_ANSWER, str(answer))
+            moved = True
+        if not moved:
+            break
+    out.run = run
+    out.phase = run.status.phase.value
+    out.steps = run.status.step
+    out.usage = run.status.usage
+    out.answer = run.status.result.answer if run.status.result else ""
+    return out
+
+
+# ---------------------------------------------------------------- models
+
+
+def entry_message(entry: dict[str, Any], step: int) -> dict[str, Any]:
+    """A recorded answer (the scripted model server's entry format) as an assistant message."""
+    calls: list[tuple[str, str]] = []
+    if "tool" in entry:
+        calls.append((str(entry["tool"]), json.dumps(entry.get("arguments") or {})))
+    if "done" in entry:
+        calls.append(("done", json.dumps({"answer": str(entry["done"])})))
+    for raw in entry.get("raw_tool_calls") or []:
+        args = raw.get("arguments", "")
+        calls.append((str(raw["name"]), args if isinstance(args, str) else json.dumps(args)))
+    message: dict[str, Any] = {"role": "assistant", "content": entry.get("text")}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{step}_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": args},
+            }
+            for i, (name, args) in enumerate(calls)
+        ]
+    return message
+
+
+def recorded_model(case: Case) -> ModelFn:
+    """The replay model: the recording's answer for each step, parsed by toolcall."""
+    entries: list[dict[str, Any]] = case.recording.get("model") or []
+
+    async def answer(
+        run: AgentRun,
+        config: Config,
+        step: int,
+        messages: list[dict[str, Any]],
+        definitions: list[dict[str, Any]],
+    ) -> ModelReply | ModelUnavailable:
+        if 1 <= step <= len(entries):
+            entry = entries[step - 1]
+        else:
+            entry = {"done": f"recording ended (case {case.name}, step {step})"}
+        message = entry_message(entry, step)
+        action = toolcall.parse_reply(ChatCompletionMessage.model_validate(message), config.tools)
+        prompt_tokens = estimate_request(messages, definitions)
+        completion_tokens = estimate(json.dumps(message))
+        usage = Usage(
+            promptTokens=prompt_tokens,
+            completionTokens=completion_tokens,
+            totalTokens=prompt_tokens + completion_tokens,
+            modelCalls=1,
+        )
+        return ModelReply(action=action, usage=usage)
+
+    return answer
+
+
+def live_model_spec() -> ModelSpec:
+    return ModelSpec(
+        name=os.environ.get("AGENTRUN_MODEL") or LIVE_DEFAULT_MODEL,
+        baseURL=os.environ.get("OPENAI_BASE_URL") or None,
+        timeoutSeconds=int(os.environ.get("AGENTRUN_EVAL_TIMEOUT", "120")),
+        maxRetries=3,
+    )
+
+
+def live_model(client: Any, prompt: Prompt, api_key: str | None) -> ModelFn:
+    """A live model through the operator's own ModelClient (the real openai client)."""
+
+    async def answer(
+        run: AgentRun,
+        config: Config,
+        step: int,
+        messages: list[dict[str, Any]],
+        definitions: list[dict[str, Any]],
+    ) -> ModelReply | ModelUnavailable:
+        reply: ModelReply | ModelUnavailable = await client.next_action(
+            run, config, prompt.text, api_key, step
+        )
+        return reply
+
+    return answer
+
+
+async def replay(case: Case) -> Outcome:
+    config, prompt = make_config(case)
+    return await drive(case, recorded_model(case), config, prompt)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass
+class Score:
+    case: str
+    tools: str  # exact | in order | no
+    approval: bool
+    findings: int
+    findings_total: int
+    missing_findings: list[str]
+    steps: int
+    tokens: int
+    phase: str
+    unrecorded: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.tools != "no"
+            and self.approval
+            and self.findings == self.findings_total
+            and self.phase == "Succeeded"
+        )
+
+
+def _subsequence(needle: list[str], hay: list[str]) -> bool:
+    it = iter(hay)
+    return all(any(x == y for y in it) for x in needle)
+
+
+def _found(finding: str | list[str], answer: str) -> bool:
+    options = finding if isinstance(finding, list) else [finding]
+    return any(str(o).lower() in answer.lower() for o in options)
+
+
+def score(case: Case, out: Outcome) -> Score:
+    expected_tools: list[str] = case.expected.get("tools") or []
+    if out.tools == expected_tools:
+        tools = "exact"
+    elif _subsequence(expected_tools, out.tools):
+        tools = "in order"
+    else:
+        tools = "no"
+    want = case.expected.get("approval")
+    if want is None:
+        approval = not out.approvals
+    else:
+        approval = bool(out.approvals) and out.approvals[0] == {
+            "tool": want["tool"],
+            "arguments": want.get("arguments") or {},
+        }
+    findings: list[str | list[str]] = case.expected.get("findings") or []
+    missing = [
+        str(f) if not isinstance(f, list) else " | ".join(map(str, f))
+        for f in findings
+        if not _found(f, out.answer)
+    ]
+    return Score(
+        case=case.name,
+        tools=tools,
+        approval=approval,
+        findings=len(findings) - len(missing),
+        findings_total=len(findings),
+        missing_findings=missing,
+        steps=out.steps,
+        tokens=out.usage.totalTokens,
+        phase=out.phase,
+        unrecorded=len(out.missing),
+    )
+
+
+def replay_problems(case: Case, out: Outcome) -> list[str]:
+    """Everything a replay must get exactly right (its model answers are recorded)."""
+    s = score(case, out)
+    problems = []
+    if s.tools != "exact":
+        problems.append(f"tools called {out.tools}, expected {case.expected.get('tools')}")
+    if not s.approval:
+        problems.append(
+            f"approvals requested {out.approvals}, expected {case.expected.get('approval')}"
+        )
+    if s.missing_findings:
+        problems.append(f"final answer lacks {s.missing_findings}: {out.answer!r}")
+    want_phase = case.expected.get("phase", "Succeeded")
+    if out.phase != want_phase:
+        problems.append(f"phase {out.phase}, expected {want_phase}")
+    problems += [f"unrecorded tool call: {m}" for m in out.missing]
+    return [f"eval case {case.name}: {p}" for p in problems]
+
+
+def table(scores: list[Score], title: str) -> str:
+    head = ("case", "tools", "approval", "findings", "steps", "tokens", "phase", "result")
+    rows = [
+        (
+            s.case,
+            s.tools,
+            "yes" if s.approval else "NO",
+            f"{s.findings}/{s.findings_total}",
+            str(s.steps),
+            str(s.tokens),
+            s.phase,
+            "pass" if s.ok else "FAIL",
+        )
+        for s in scores
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    passed = sum(s.ok for s in scores)
+    lines.append(f"{passed}/{len(scores)} cases pass; {sum(s.tokens for s in scores)} tokens")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- golden requests
+
+
+def golden_document(case: Case, out: Outcome) -> str:
+    shared = out.requests[0]["tools"] if out.requests else []
+    doc = {
+        "comment": (
+            f"The model requests of eval case {case.name!r} in replay, generated by "
+            f"`{REFRESH}`: do not edit by hand. A change to a prompt, the context builder "
+            "or the tool catalog that changes a request fails `make test` until this file "
+            "is refreshed and the diff reviewed."
+        ),
+        "tools": shared,
+        "requests": [
+            {k: v for k, v in r.items() if k != "tools" or v != shared} for r in out.requests
+        ],
+    }
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def write_golden(case: Case, out: Outcome) -> None:
+    case.golden_path.write_text(golden_document(case, out))
+
+
+def _content_lines(request: dict[str, Any]) -> list[str]:
+    lines = []
+    for m in request.get("messages") or []:
+        lines.append(f"=== {m.get('role')} message")
+        lines += str(m.get("content", "")).splitlines()
+    lines.append("=== tools")
+    lines += json.dumps(request.get("tools"), indent=1, sort_keys=True).splitlines()
+    return lines
+
+
+def golden_diff(case: Case, out: Outcome, max_lines: int = 80) -> str | None:
+    """None when the requests equal requests.json; else a readable diff and what to do."""
+    golden = case.golden()
+    fix = (
+        f"If the change is intended, re-record with `{REFRESH}` and review the diff of "
+        f"{case.golden_path.relative_to(ROOT)} before committing it."
+    )
+    if golden is None:
+        return f"eval case {case.name}: {case.golden_path.relative_to(ROOT)} is missing. {fix}"
+    if golden == out.requests:
+        return None
+    lines: list[str] = []
+    if len(golden) != len(out.requests):
+        lines.append(f"recorded {len(golden)} model requests, the replay made {len(out.requests)}")
+    seen: dict[str, Any] = {}
+    for i in range(max(len(golden), len(out.requests))):
+        old = golden[i] if i < len(golden) else {}
+        new = out.requests[i] if i < len(out.requests) else {}
+        if old == new:
+            continue
+        step = new.get("step", old.get("step"))
+        hunks = list(
+            difflib.unified_diff(_content_lines(old), _content_lines(new), n=2, lineterm="")
+        )[2:]
+        body = "\n".join(h for h in hunks if not h.startswith("@@"))
+        if body in seen:
+            lines.append(f"(step {step}: the same change as step {seen[body]})")
+            continue
+        seen[body] = step
+        lines += [f"--- requests.json (recorded) step {step}", f"+++ replay (now) step {step}"]
+        lines += hunks
+        if len(lines) > max_lines:
+            break
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines], f"... (diff cut at {max_lines} lines)"]
+    return (
+        f"eval case {case.name}: the model requests changed (prompt drift).\n"
+        + "\n".join(lines)
+        + f"\n{fix}"
+    )
