@@ -165,6 +165,11 @@ class Resources(Model):
     limits: ResourceList = Field(default_factory=lambda: ResourceList(cpu="500m", memory="256Mi"))
 
 
+class EnvVar(Model):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
+    value: str = Field(max_length=4096, description="Literal value; never a credential.")
+
+
 class AgentToolSpec(Model):
     description: str = Field(min_length=1, max_length=4000, description="Shown to the model.")
     effect: Effect = Field(description="read runs at once; write waits for a human approval.")
@@ -186,6 +191,11 @@ class AgentToolSpec(Model):
         default=None,
         pattern=NAME_PATTERN,
         description="Defaults to agentrun-tool-read or agentrun-tool-write by effect.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Settings for the tool's Job, e.g. AGENTRUN_PROMETHEUS_URL.",
     )
     timeoutSeconds: int = Field(default=60, ge=1, le=3600)
     outputLimitBytes: int = Field(default=262144, ge=1024, le=900 * 1024)

@@ -104,6 +104,8 @@ def build_job(
         "command": list(tool.command or DEFAULT_TOOL_COMMAND),
         "args": [tool.builtin or tool_name, canonical_json(arguments)],
         "env": [
+            # The tool's own settings first: the run's variables below cannot be overridden.
+            *({"name": e.name, "value": e.value} for e in tool.env),
             {"name": "AGENTRUN_RUN", "value": run_name},
             {"name": "AGENTRUN_NAMESPACE", "value": run_namespace},
             {"name": "AGENTRUN_STEP", "value": str(step)},
@@ -239,17 +241,26 @@ def _dumps(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _shrink(value: Any, max_str: int, max_items: int) -> Any:
+# Keys whose values read oldest-first (logs): shortening keeps their end, the newest lines.
+TAIL_KEYS = frozenset({"log", "logs", "tail", "output"})
+
+
+def _shrink(value: Any, max_str: int, max_items: int, tail: bool = False) -> Any:
     """Shortens long strings and lists in place of cutting the JSON in the middle."""
     if isinstance(value, str) and len(value) > max_str:
+        if tail:
+            return f"[{len(value) - max_str} earlier chars]..." + value[-max_str:]
         return value[:max_str] + f"...[{len(value) - max_str} more chars]"
     if isinstance(value, list):
+        if tail and len(value) > max_items:
+            kept = [_shrink(v, max_str, max_items) for v in value[-max_items:]]
+            return [f"...[{len(value) - max_items} earlier items]", *kept]
         items = [_shrink(v, max_str, max_items) for v in value[:max_items]]
         if len(value) > max_items:
             items.append(f"...[{len(value) - max_items} more items]")
         return items
     if isinstance(value, dict):
-        return {k: _shrink(v, max_str, max_items) for k, v in value.items()}
+        return {k: _shrink(v, max_str, max_items, k in TAIL_KEYS) for k, v in value.items()}
     return value
 
 

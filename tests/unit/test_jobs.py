@@ -343,3 +343,40 @@ def test_observation_deadline_exceeded() -> None:
     obs = jobs.job_observation(job_body(failed), None, None, None)
     assert (obs.phase, obs.reason, obs.ok) == (JobPhase.FAILED, "DeadlineExceeded", False)
     assert "deadline" in obs.content
+
+
+def test_compaction_keeps_the_newest_log_lines() -> None:
+    log = "\n".join(f"line {i}: ok" for i in range(300)) + "\nFATAL: db down"
+    env = jobs.Envelope(tool="pod-logs", ok=True, output={"pod": "web-1", "log": log})
+    text = jobs.compact_result(env, limit=4000)
+    assert "FATAL: db down" in text
+    assert "earlier chars" in text
+
+
+def test_tool_env_reaches_the_job_but_cannot_override_the_runs_variables() -> None:
+    tool = AgentToolSpec.model_validate(
+        {
+            "description": "q",
+            "effect": "read",
+            "env": [
+                {"name": "AGENTRUN_PROMETHEUS_URL", "value": "http://prom:9090"},
+                {"name": "AGENTRUN_RUN", "value": "spoofed"},
+            ],
+        }
+    )
+    job = jobs.build_job(
+        run_name="r",
+        run_namespace="ns",
+        run_uid="u",
+        step=1,
+        tool_name="prometheus-query",
+        tool=tool,
+        arguments={},
+        job_name="r-s1-x",
+        action_hash="h",
+        default_image="img",
+    )
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "AGENTRUN_PROMETHEUS_URL", "value": "http://prom:9090"} in env
+    last = {e["name"]: e["value"] for e in env}  # a later entry wins in Kubernetes
+    assert last["AGENTRUN_RUN"] == "r"
