@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from .core import (
     parse_time,
 )
 from .model import ModelClient
+from .redaction import redact
 
 log = logging.getLogger("agentrun.runner")
 
@@ -283,6 +284,9 @@ class Runner:
                 pod["metadata"]["name"],
                 max(self.settings.output_limit_bytes, own),
             )
+        if text:
+            # Custom tools and crash logs bypass the tool runner's own masking.
+            text = redact(text)
         ref: str | None = None
         if text:
             cm = jobs.output_configmap(
@@ -298,6 +302,9 @@ class Runner:
             await asyncio.to_thread(kube.ensure_configmap, self.api, cm)
             ref = cm["metadata"]["name"]
         observed = jobs.job_observation(job, pod, text, ref)
+        observed = replace(
+            observed, content=redact(observed.content), message=redact(observed.message)
+        )
         _observe_duration(current.tool, job, observed)
         return observed
 
