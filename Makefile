@@ -80,3 +80,8 @@ eval-refresh: venv
 .PHONY: bench
 bench: venv cluster-bin
 	$(PY) -m benchmarks.scale --sizes 100,200,500 $(BENCH_ARGS)
+
+# Prompt tokens per step, compacted vs naive (pure; see docs/benchmarks.md).
+.PHONY: bench-context
+bench-context: venv
+	$(PY) -m benchmarks.context_tokens
