@@ -156,6 +156,27 @@ def remove_annotations(api: client.ApiClient, ns: str, name: str, keys: list[str
         _absent(exc, 404)
 
 
+def list_runs(api: client.ApiClient, ns: str, selector: str) -> list[dict[str, Any]]:
+    body = _json(api, "GET", _crd(ns, AGENTRUNS), query=[("labelSelector", selector)])
+    items: list[dict[str, Any]] = body.get("items") or []
+    return items
+
+
+def create_run(api: client.ApiClient, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Creates an AgentRun; None when one of that name exists (a deterministic name raced)."""
+    try:
+        return _json(api, "POST", _crd(manifest["metadata"]["namespace"], AGENTRUNS), manifest)
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise
+
+
+def annotate_run(api: client.ApiClient, ns: str, name: str, annotations: dict[str, str]) -> None:
+    body = {"metadata": {"annotations": annotations}}
+    _send(api, "PATCH", _crd(ns, AGENTRUNS, name), body, content_type=MERGE_PATCH)
+
+
 def record_event(
     api: client.ApiClient, run: dict[str, Any], type_: str, reason: str, message: str
 ) -> None:

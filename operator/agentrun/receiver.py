@@ -41,7 +41,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import kube, routing
-from .api import API_VERSION, GROUP, NAME_PATTERN, VERSION, Limits, RunInput
+from .api import API_VERSION, NAME_PATTERN, Limits, RunInput
 from .routing import (
     LABEL_SOURCE,
     SOURCE_API,
@@ -224,10 +224,6 @@ class Store(Protocol):
     async def agent_exists(self, namespace: str, name: str) -> bool: ...
 
 
-def _runs_path(namespace: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{kube.AGENTRUNS}"
-
-
 class KubeStore:
     """The Store on the Kubernetes API (needs: agentruns list/create/patch, agents get)."""
 
@@ -235,27 +231,13 @@ class KubeStore:
         self.api = api
 
     async def list_runs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        body = await asyncio.to_thread(
-            kube._json, self.api, "GET", _runs_path(namespace), query=[("labelSelector", selector)]
-        )
-        items: list[dict[str, Any]] = body.get("items") or []
-        return items
+        return await asyncio.to_thread(kube.list_runs, self.api, namespace, selector)
 
     async def create_run(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
-        path = _runs_path(manifest["metadata"]["namespace"])
-        try:
-            return await asyncio.to_thread(kube._json, self.api, "POST", path, manifest)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
+        return await asyncio.to_thread(kube.create_run, self.api, manifest)
 
     async def annotate_run(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        body = {"metadata": {"annotations": annotations}}
-        path = f"{_runs_path(namespace)}/{name}"
-        await asyncio.to_thread(
-            kube._send, self.api, "PATCH", path, body, content_type=kube.MERGE_PATCH
-        )
+        await asyncio.to_thread(kube.annotate_run, self.api, namespace, name, annotations)
 
     async def agent_exists(self, namespace: str, name: str) -> bool:
         return await asyncio.to_thread(kube.get_agent, self.api, namespace, name) is not None
