@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agentrun"
 FULL_VALUES = Path(__file__).with_name("values-full.yaml")
 CR_KINDS = ("AgentRun", "Agent", "AgentTool")
+# kopf's peering objects (replicaCount > 1): custom resources of crds/kopf-peerings.yaml.
+PEERING_KINDS = ("KopfPeering", "ClusterKopfPeering")
+# Kinds of other projects' CRDs (Prometheus Operator, cert-manager), rendered only when enabled.
+EXTERNAL_KINDS = ("ServiceMonitor", "Certificate", "Issuer")
 
 
 def cache_dir() -> Path:

@@ -11,7 +11,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.helm import CHART, CR_KINDS, FULL_VALUES, by_kind, helm, one, render, value_args
+from tests.chart.helm import (
+    CHART,
+    CR_KINDS,
+    EXTERNAL_KINDS,
+    FULL_VALUES,
+    PEERING_KINDS,
+    by_kind,
+    helm,
+    one,
+    render,
+    value_args,
+)
 
 CURRENT = ("1.31", "1.37")  # the oldest and newest current versions kubernetes-validate carries
 VARIANTS = {"default": False, "full": True}
@@ -47,7 +58,7 @@ def test_full_values_sets_every_value() -> None:
 def test_manifests_validate_against_current_kubernetes(
     rendered: list[dict[str, Any]], version: str
 ) -> None:
-    builtin = [d for d in rendered if d["kind"] not in CR_KINDS]
+    builtin = [d for d in rendered if d["kind"] not in CR_KINDS + PEERING_KINDS + EXTERNAL_KINDS]
     assert builtin
     for doc in builtin:
         try:
@@ -63,8 +74,8 @@ def test_custom_resources_validate_against_the_crds() -> None:
         crd["spec"]["names"]["kind"]: crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         for crd in by_kind(docs, "CustomResourceDefinition")
     }
-    crs = [d for d in docs if d["kind"] in CR_KINDS]
-    assert {d["kind"] for d in crs} == {"Agent", "AgentTool"}
+    crs = [d for d in docs if d["kind"] in CR_KINDS + PEERING_KINDS]
+    assert {d["kind"] for d in crs} == {"Agent", "AgentTool", "KopfPeering"}
     for doc in crs:
         jsonschema.validate(doc, schemas[doc["kind"]])
 
@@ -99,7 +110,10 @@ def test_default_install() -> None:
     assert binding["roleRef"]["name"] == "agentrun-operator"
     assert not [r for r in by_kind(docs, "RoleBinding") if "operator" in r["metadata"]["name"]]
     cluster_rules = one(docs, "ClusterRole", "agentrun-operator-cluster")["rules"]
-    assert {r for rule in cluster_rules for r in rule["resources"]} == {"customresourcedefinitions"}
+    assert {r for rule in cluster_rules for r in rule["resources"]} == {
+        "customresourcedefinitions",
+        "subjectaccessreviews",  # the approval webhook, on by default
+    }
     # No tools anywhere until toolNamespaces is set; the ClusterRoles are there.
     assert not by_kind(docs, "AgentTool") and not by_kind(docs, "Agent")
     one(docs, "ClusterRole", "agentrun-tool-read")
@@ -130,9 +144,11 @@ def test_full_values_reach_the_manifests() -> None:
     docs = render(full=True)
     deploy = one(docs, "Deployment", "agentrun-full")
     spec = deploy["spec"]
+    # Two replicas with peering: a new one joins before an old one leaves.
+    assert spec["replicas"] == 2
     assert spec["strategy"] == {
         "type": "RollingUpdate",
-        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},  # never two operators
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
     pod = spec["template"]["spec"]
     (c,) = pod["containers"]
@@ -143,6 +159,18 @@ def test_full_values_reach_the_manifests() -> None:
         "http://0.0.0.0:9091/healthz",
         "--metrics",
         "0.0.0.0:9092",
+        "--peering",
+        "agentrun",
+        "--webhook",
+        "incluster",
+        "--webhook-port",
+        "9444",
+        "--webhook-cert",
+        "/var/run/agentrun/webhook/tls.crt",
+        "--webhook-key",
+        "/var/run/agentrun/webhook/tls.key",
+        "--approver-role",
+        "agentrun-full-approver",
         "--verbose",
     ]
     env = {e["name"]: e["value"] for e in c["env"]}
@@ -180,6 +208,7 @@ def test_full_values_reach_the_manifests() -> None:
     assert {r for rule in cluster_rules for r in rule["resources"]} == {
         "customresourcedefinitions",
         "namespaces",
+        "subjectaccessreviews",
     }
     # Tools and example Agents in each tool namespace.
     for ns in ("prod", "staging"):
@@ -214,7 +243,7 @@ def test_full_values_reach_the_manifests() -> None:
 def test_custom_resources_are_hooks_after_the_crds() -> None:
     """Helm maps every kind before creating anything: CRs of the chart's own CRDs are hooks."""
     docs = render(full=True)
-    for doc in [d for d in docs if d["kind"] in CR_KINDS]:
+    for doc in [d for d in docs if d["kind"] in CR_KINDS + PEERING_KINDS]:
         annotations = doc["metadata"]["annotations"]
         assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
         assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
@@ -239,8 +268,8 @@ def test_toggles_leave_parts_out() -> None:
     )
     docs = render(sets=["operator.metricsPort=0"])
     (c,) = one(docs, "Deployment", "agentrun")["spec"]["template"]["spec"]["containers"]
-    assert c["args"][2:] == ["--metrics", ""]
-    assert [p["name"] for p in c["ports"]] == ["health"]
+    assert c["args"][2:4] == ["--metrics", ""]
+    assert [p["name"] for p in c["ports"]] == ["health", "webhook"]
 
 
 @pytest.mark.parametrize(

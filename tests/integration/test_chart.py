@@ -1,8 +1,12 @@
 """charts/agentrun on the local v1.20 control plane: the rendered manifests pass a server-side
 dry run, and `helm install` starts the operator as a pod under its own ServiceAccount (the
 local node runs the container's command; RBAC is enforced), which then runs an AgentRun end
-to end: a read tool Job, a write approved by a user bound to the approver role (a viewer is
-Forbidden), done. Then `helm test`, and `helm uninstall` keeps the CRDs and the runs.
+to end: a read tool Job, a write approved by a user bound to the approver role, done. The
+chart's approval webhook is registered with `webhook.url` (the local cluster cannot route a
+Service to a pod) and served by the operator with the chart-generated certificate: a viewer
+is Forbidden, an editor (`agentrun-editor`, or `edit`) is refused by the webhook with the
+missing permission named, and the approver is on record in status.approvals. Then
+`helm test`, and `helm uninstall` keeps the CRDs and the runs.
 
 Namespaces are `ar-*`: never `s-*` (the session's shared operator) nor `k-*`, and the chart's
 operator watches only its own run namespace, so two operators never handle one run.
@@ -10,16 +14,18 @@ operator watches only its own run namespace, so two operators never handle one r
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.chart.helm import CHART, CR_KINDS, ROOT, helm, render
+from tests.chart.helm import CHART, CR_KINDS, EXTERNAL_KINDS, PEERING_KINDS, ROOT, helm, render
 from tests.cluster import LocalCluster
 from tests.integration.spine import READ, WORKLOAD, done, thread_types
 from tests.modelserver import ScriptedModelServer
@@ -57,10 +63,13 @@ def test_manifests_pass_a_server_side_dry_run_on_1_20(
                 f'toolNamespaces=["{runs_ns}"]',
                 # system-cluster-critical is reserved for kube-system by the Priority admission.
                 'priorityClassName=""',
+                'metrics.grafanaDashboard.namespace=""',  # the release's, not `monitoring`
             ],
         )
-        builtin = [d for d in docs if d["kind"] not in CR_KINDS]
-        crs = [d for d in docs if d["kind"] in CR_KINDS]
+        # ServiceMonitor (Prometheus Operator) and cert-manager kinds have no CRDs here.
+        docs = [d for d in docs if d["kind"] not in EXTERNAL_KINDS]
+        crs = [d for d in docs if d["kind"] in CR_KINDS + PEERING_KINDS]
+        builtin = [d for d in docs if d not in crs]
         assert crs or variant == "default"
         for batch in (builtin, crs):
             if not batch:
@@ -115,7 +124,10 @@ def _healthy(port: int) -> bool:
 
 
 def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
-    cluster: LocalCluster, model_server: ScriptedModelServer, release: dict[str, str]
+    cluster: LocalCluster,
+    model_server: ScriptedModelServer,
+    release: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     rel, fullname, system_ns, ns = (
         release["release"],
@@ -124,7 +136,10 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
         release["runs"],
     )
     kubeconfig = cluster.kubeconfig
-    health_port, metrics_port = stack.free_port(), stack.free_port()
+    health_port, metrics_port, webhook_port = (stack.free_port() for _ in range(3))
+    cert_dir = tmp_path / "webhook-tls"
+    # The chart's webhooks check only this test's run namespace (other tests' runs elsewhere).
+    cluster.kubectl("label", "namespace", ns, f"agentrun.dev/chart-test={rel}")
 
     # ---- install -----------------------------------------------------------------------------
     helm(
@@ -132,7 +147,9 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
         # CRDs may already be there (kubectl-applied by the other integration tests, or kept
         # by an earlier release): adopt them, as a user migrating to the chart would.
         "--take-ownership",
-        "--wait", "--timeout", "180s",
+        # No --wait: the operator cannot serve the webhook until its certificate files are
+        # written below (it exits, and the node restarts it).
+        "--timeout", "180s",
         "--set-json", f'operator.watchNamespaces=["{ns}"]',
         "--set-json", f'toolNamespaces=["{ns}"]',
         # Loopback ports: every pod of the local node shares the host's network.
@@ -143,16 +160,48 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
         "--set", f"operator.promptsDir={ROOT / 'prompts'}",
         # No Service routing on the local node: the test pod checks the pod's port directly.
         "--set", f"tests.healthURL=http://127.0.0.1:{health_port}/healthz",
+        # The approval webhook, registered with a URL on loopback (the apiserver's view of the
+        # local node's pods) instead of the Service; the generated certificate covers it.
+        "--set", f"webhook.url=https://127.0.0.1:{webhook_port}",
+        "--set", f"webhook.port={webhook_port}",
+        # The local node mounts no Secret: the test writes it where the operator reads it.
+        "--set", f"webhook.certDir={cert_dir}",
+        "--set-json",
+        f'webhook.namespaceSelector={{"matchLabels":{{"agentrun.dev/chart-test":"{rel}"}}}}',
         kubeconfig=kubeconfig,
     )  # fmt: skip
 
-    pods = _get(cluster, "pods", "-n", system_ns, "-l", f"app.kubernetes.io/instance={rel}")
-    (pod,) = pods["items"]
+    # The Secret the chart generated (genCA/genSignedCert): the pod's volume, by hand.
+    secret = _get(cluster, "secret", f"{fullname}-webhook-tls", "-n", system_ns)
+    assert secret["type"] == "kubernetes.io/tls"
+    cert_dir.mkdir()
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (cert_dir / key).write_bytes(base64.b64decode(secret["data"][key]))
+    hooks = {
+        kind: _get(cluster, kind, fullname)["webhooks"][0]
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+    }
+    for kind, hook in hooks.items():
+        assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        path = "validate" if kind.startswith("validating") else "mutate"
+        assert hook["clientConfig"]["url"] == f"https://127.0.0.1:{webhook_port}/{path}-agentrun"
+
+    pods = stack.wait_for(
+        lambda: _get(cluster, "pods", "-n", system_ns, "-l", f"app.kubernetes.io/instance={rel}")[
+            "items"
+        ],
+        60,
+        "the operator pod",
+    )
+    (pod,) = pods
     assert pod["spec"]["serviceAccountName"] == fullname
     assert pod["spec"]["containers"][0]["command"] == ["agentrun-operator"]
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--webhook") : args.index("--webhook") + 2] == ["--webhook", "incluster"]
     cluster.kubectl(
         "wait", "--for=condition=Ready", f"pod/{pod['metadata']['name']}", "-n", system_ns,
-        "--timeout=60s",
+        "--timeout=150s",
     )  # fmt: skip
     stack.wait_for(lambda: _healthy(health_port), 60, "the chart operator's /healthz")
     # The pod's process runs with the pod's ServiceAccount token, nothing else.
@@ -208,7 +257,13 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     assert "error" not in json.dumps(status["thread"][1]).lower()
 
     # ---- who can approve -------------------------------------------------------------------
-    bindings = {"alice": f"{fullname}-approver", "bob": f"{fullname}-viewer", "carol": "view"}
+    bindings = {
+        "alice": f"{fullname}-approver",
+        "bob": f"{fullname}-viewer",
+        "carol": "view",
+        "dave": f"{fullname}-editor",
+        "erin": "edit",
+    }
     for user, role in bindings.items():
         cluster.kubectl(
             "create", "rolebinding", f"{user}-{role}", "-n", ns, f"--clusterrole={role}",
@@ -235,7 +290,28 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     denied = cluster.kubectl(*annotate, "--as=bob", check=False)
     assert denied.returncode != 0
     assert "forbidden" in denied.stderr.lower() and "agentruns" in denied.stderr, denied.stderr
+    # An editor (agentrun-editor, or `edit` into which it aggregates) may patch runs, but the
+    # chart's webhook refuses their approval and names the missing permission.
+    for user in ("dave", "erin"):
+        stack.wait_for(
+            lambda u=user: cluster.kubectl("auth", "can-i", "patch", "agentruns", "-n", ns,
+                                           f"--as={u}", check=False).stdout.strip() == "yes",
+            30, f"{user} may patch AgentRuns",
+        )  # fmt: skip
+        refused = cluster.kubectl(*annotate, f"--as={user}", check=False)
+        assert refused.returncode != 0
+        assert (
+            f'user "{user}" may not approve agentruns in namespace "{ns}": needs verb "approve" '
+            f"on agentruns.agentrun.dev (see the {fullname}-approver ClusterRole)"
+        ) in refused.stderr, refused.stderr
+        assert "validate-agentrun.agentrun.dev" in refused.stderr
+        no = cluster.kubectl(
+            "auth", "can-i", "approve", "agentruns", "-n", ns, f"--as={user}", check=False
+        )
+        assert no.stdout.strip() == "no"
     assert phase("AwaitingApproval")["pendingAction"]["actionHash"] == pending["actionHash"]
+    annotations = _get(cluster, "agentrun", "run", "-n", ns)["metadata"].get("annotations", {})
+    assert "agentrun.dev/approve" not in annotations
     # The approver can, with plain kubectl annotate.
     cluster.kubectl(*annotate, "--as=alice")
     can_i = cluster.kubectl("auth", "can-i", "approve", "agentruns", "-n", ns, "--as=alice")
@@ -247,6 +323,7 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     assert [(a["decision"], a["actionHash"]) for a in status["approvals"]] == [
         ("Approved", pending["actionHash"])
     ]
+    assert status["approvals"][0]["approver"] == "alice"  # stamped by the chart's webhook
     jobs = _get(cluster, "jobs", "-n", ns, "-l", "agentrun.dev/run=run")["items"]
     accounts = sorted(j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs)
     assert accounts == ["agentrun-tool-read", "agentrun-tool-write"]
@@ -266,3 +343,6 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     gone = cluster.kubectl("get", "clusterrole", f"{fullname}-operator", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        gone = cluster.kubectl("get", kind, fullname, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr

@@ -109,3 +109,21 @@ helm.sh/hook: post-install,post-upgrade
 helm.sh/hook-weight: "0"
 helm.sh/hook-delete-policy: before-hook-creation
 {{- end }}
+
+{{/*
+The approval webhook's Service, TLS Secret and cert-manager Certificate/Issuer name.
+*/}}
+{{- define "agentrun.webhookName" -}}
+{{- printf "%s-webhook" (include "agentrun.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "agentrun.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "agentrun.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The peering object the replicas share (replicaCount > 1), as `--peering` names it.
+*/}}
+{{- define "agentrun.peeringName" -}}
+agentrun
+{{- end }}
