@@ -80,6 +80,7 @@ class RunsCollector(Collector):
         now = self.now()
         for run in self.snapshot():
             phases[run.phase] = phases.get(run.phase, 0) + 1
+            counts.setdefault(run.agent, 0)  # an explicit 0, so sum() is 0 rather than empty
             if run.approval_requested is not None:
                 counts[run.agent] = counts.get(run.agent, 0) + 1
                 age = (now - run.approval_requested).total_seconds()
@@ -88,7 +89,7 @@ class RunsCollector(Collector):
             by_phase.add_metric([phase], n)
         for agent, n in sorted(counts.items()):
             waiting.add_metric([agent], n)
-            longest.add_metric([agent], oldest[agent])
+            longest.add_metric([agent], oldest.get(agent, 0.0))
         return [by_phase, waiting, longest]
 
 
