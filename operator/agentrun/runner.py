@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
 from . import faults, jobs, kube, metrics, notify, prompts, toolcall
 from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, Effect, PromptRef
@@ -45,7 +47,8 @@ from .redaction import redact
 log = logging.getLogger("agentrun.runner")
 
 MAX_ROUNDS = 50  # decide/act rounds per trigger; a guard against a logic loop
-MAX_TOOL_OUTPUT_BYTES = 900 * 1024  # AgentToolSpec.outputLimitBytes' maximum
+MAX_TOOL_OUTPUT_BYTES = 900 * 1024
+TRANSIENT_RETRY_SECONDS = 2.0  # AgentToolSpec.outputLimitBytes' maximum
 
 
 @dataclass
@@ -126,11 +129,24 @@ class Runner:
         """Advances one run as far as it can go without waiting; reads the run fresh."""
         state = self._state(f"{namespace}/{name}")
         async with state.lock:
-            fresh = await asyncio.to_thread(kube.get_run, self.api, namespace, name)
-            if fresh is None:
-                self.forget(namespace, name)
-                return
-            await self._advance(fresh, job)
+            try:
+                fresh = await asyncio.to_thread(kube.get_run, self.api, namespace, name)
+                if fresh is None:
+                    self.forget(namespace, name)
+                    return
+                await self._advance(fresh, job)
+            except (ApiException, HTTPError, OSError) as err:
+                if not _transient(err):
+                    raise
+                # Status is the log: retrying the step soon redoes only what was not recorded.
+                log.warning(
+                    "Step of %s/%s hit a transient API error; retrying in %.0fs: %s",
+                    namespace,
+                    name,
+                    TRANSIENT_RETRY_SECONDS,
+                    str(err).splitlines()[0][:200],
+                )
+                self._wake_later(namespace, name, TRANSIENT_RETRY_SECONDS)
 
     # ------------------------------------------------------------ the loop
 
@@ -434,6 +450,13 @@ class Runner:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("Background task failed: %s", task.exception())
+
+
+def _transient(err: Exception) -> bool:
+    """Connection trouble, throttling and server errors pass; a 4xx is a real answer."""
+    if isinstance(err, ApiException):
+        return err.status is None or err.status == 429 or err.status >= 500
+    return True
 
 
 def _observe_duration(tool: str, job: dict[str, Any], observed: JobObservation) -> None:

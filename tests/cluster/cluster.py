@@ -587,6 +587,27 @@ class LocalCluster:
             f"timed out after {self.timeout:.0f}s waiting for {what}; tail of {log}:\n{tail(log)}"
         )
 
+    # ---- faults ----------------------------------------------------------------------------
+    def restart_apiserver(self, downtime: float = 0.0) -> float:
+        """Stop kube-apiserver (SIGTERM, SIGKILL after 5 s), keep it down ``downtime``
+        seconds, start it again with the same flags and port, and wait for ``/readyz``.
+        Returns the seconds it was unreachable. Not for attached clusters."""
+        proc = next((p for p in self.procs if p.name == "kube-apiserver"), None)
+        if self.attached or proc is None:
+            raise ClusterError("restart_apiserver: no kube-apiserver started by this handle")
+        t0 = time.monotonic()
+        kill_tree([(proc.pid, proc.started)], grace=5)
+        popen = self._popens.pop(proc.pid, None)
+        if popen is not None:
+            popen.poll()
+        self.procs.remove(proc)
+        if downtime > 0:
+            time.sleep(downtime)
+        argv, env, cwd = self._specs["kube-apiserver"]
+        self._spawn("kube-apiserver", argv, env, cwd)
+        self._wait("kube-apiserver", lambda: self._api_ok("/readyz"), "apiserver restarted")
+        return time.monotonic() - t0
+
     # ---- status / stop -------------------------------------------------------------------
     def running(self) -> dict[str, bool]:
         return {p.name: p.alive() for p in self.procs}

@@ -184,14 +184,23 @@ class PodRunner(threading.Thread):
             "reason": reason,
             "message": message,
         }
-        try:
-            self.node.api.patch(
-                f"/api/v1/namespaces/{self.ns}/pods/{self.pod_name}/status",
-                {"metadata": {"uid": self.uid}, "status": status},
-            )
-        except ApiError as e:
-            if e.status not in (404, 409):
+        # A kubelet keeps reporting until the apiserver hears it: retry while it is away.
+        for attempt in range(60):
+            try:
+                self.node.api.patch(
+                    f"/api/v1/namespaces/{self.ns}/pods/{self.pod_name}/status",
+                    {"metadata": {"uid": self.uid}, "status": status},
+                )
+                return
+            except ApiError as e:
+                if e.status in (404, 409):
+                    return
                 log(f"{self.name}: status update failed: {e}")
+                if e.status < 500:
+                    return
+            except OSError as e:
+                log(f"{self.name}: status update failed (attempt {attempt + 1}): {e}")
+            time.sleep(1)
 
     # ---- environment -------------------------------------------------------------------------
     def _lookup(self, kind: str, name: str) -> JSON | None:
