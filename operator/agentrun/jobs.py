@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from .api import API_VERSION, LABEL_RUN, LABEL_STEP, LABEL_TOOL, AgentToolSpec, Effect
 from .core import JobObservation, JobPhase
+from .envelope import ENVELOPE_KEY, Envelope
 from .naming import canonical_json, output_name
 
-ENVELOPE_KEY = "agentrunEnvelope"
 ANNOTATION_ACTION_HASH = "agentrun.dev/action-hash"
 ANNOTATION_JOB = "agentrun.dev/job"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -23,27 +22,6 @@ JOB_TTL_SECONDS = 3600
 OUTPUT_CONFIGMAP_LIMIT = 512 * 1024  # a ConfigMap holds at most 1 MiB in total
 COMPACT_LIMIT = 4000
 LOG_TAIL_LINES = 20
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """The tool runner's result: the last JSON line of its stdout."""
-
-    tool: str
-    ok: bool
-    output: Any
-    error: str | None = None
-    truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            ENVELOPE_KEY: 1,
-            "tool": self.tool,
-            "ok": self.ok,
-            "output": self.output,
-            "error": self.error,
-            "truncated": self.truncated,
-        }
 
 
 # ---------------------------------------------------------------- manifests

@@ -13,37 +13,13 @@ import json
 import os
 import sys
 import traceback
-from dataclasses import dataclass
 from typing import Any, NoReturn
+
+from .envelope import Envelope
 
 DEFAULT_OUTPUT_LIMIT = 256 * 1024
 MIN_OUTPUT_LIMIT = 1024
 EXIT_USAGE, EXIT_CRASH = 2, 1
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """The wire form jobs.parse_envelope reads (a test holds the two together).
-
-    Not imported from jobs: that pulls in pydantic and the API models, a third of a second
-    on every tool call for nothing.
-    """
-
-    tool: str
-    ok: bool
-    output: Any
-    error: str | None = None
-    truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "agentrunEnvelope": 1,
-            "tool": self.tool,
-            "ok": self.ok,
-            "output": self.output,
-            "error": self.error,
-            "truncated": self.truncated,
-        }
 
 
 class UsageError(Exception):
