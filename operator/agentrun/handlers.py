@@ -58,8 +58,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = k8s.ApiClient()
-    api.configuration.connection_pool_maxsize = workers
+    # The pool is built with the client: size it in the configuration it is built from.
+    configuration = k8s.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = workers
+    api = k8s.ApiClient(configuration)
     memo.runner = runner = Runner(
         api,
         ModelClient(),

@@ -34,8 +34,10 @@ def _send(
     body: Any = None,
     query: list[tuple[str, str]] | None = None,
     content_type: str = "application/json",
+    stream: bool = False,
 ) -> Any:
-    """One request; raises ApiException on non-2xx; returns the unread urllib3 response."""
+    """One request; raises ApiException on non-2xx; returns the urllib3 response, read
+    (so its connection goes back to the pool) unless `stream`."""
     headers = {"Accept": "application/json", "Content-Type": content_type}
     request = api.param_serialize(
         method,
@@ -49,6 +51,8 @@ def _send(
     if not 200 <= resp.status <= 299:
         resp.read()  # the exception carries the body (a Status with the message)
         raise ApiException.from_response(http_resp=resp, body=None, data=None)
+    if not stream:
+        resp.read()
     return resp.response
 
 
@@ -105,10 +109,15 @@ def read_job(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None
 
 def find_job_pod(api: client.ApiClient, ns: str, job_name: str) -> dict[str, Any] | None:
     """The Job's newest pod (backoffLimit 0 means one, unless it was evicted and replaced)."""
+    path = _ns_path("/api/v1", ns, "pods")
     query = [("labelSelector", f"job-name={job_name}")]
+    # resourceVersion=0 is served from the apiserver's watch cache, not a read of every pod in
+    # the namespace from etcd; a cache that has not seen the pod yet falls back to a quorum read.
     items: list[dict[str, Any]] = (
-        _json(api, "GET", _ns_path("/api/v1", ns, "pods"), query=query).get("items") or []
+        _json(api, "GET", path, query=[*query, ("resourceVersion", "0")]).get("items") or []
     )
+    if not items:
+        items = _json(api, "GET", path, query=query).get("items") or []
     if not items:
         return None
     return max(items, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "")
@@ -119,7 +128,7 @@ def read_pod_log(
 ) -> str:
     """The last limit_bytes of the log: the result envelope is its last line, so keep the tail."""
     path = _ns_path("/api/v1", ns, "pods", pod) + "/log"
-    resp = _send(api, "GET", path, query=[("container", container)])
+    resp = _send(api, "GET", path, query=[("container", container)], stream=True)
     buf = bytearray()
     try:
         for chunk in resp.stream(64 * 1024):
