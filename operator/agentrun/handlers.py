@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from .model import ModelClient
 from .runner import Runner, Settings
 
 RUNS = (GROUP, VERSION, "agentruns")
+RESTART_SECONDS = 3
+log = logging.getLogger("agentrun.operator")
 KOPF_PREFIX = f"kopf.{GROUP}"
 SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
@@ -334,11 +337,24 @@ def run(
     if not verbose:
         # kopf logs every handler call; the runner logs each transition instead.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kopf.run(
-        standalone=not peering,
-        peering_name=peering or None,
-        priority=priority,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=liveness,
-    )
+    while True:
+        try:
+            kopf.run(
+                standalone=not peering,
+                peering_name=peering or None,
+                priority=priority,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                liveness_endpoint=liveness,
+            )
+            return  # stopped by a signal
+        except Exception as err:
+            # Right after an apiserver restart, custom resource paths answer 404 for a moment
+            # and kopf's watchers give up; all state is in status, so starting over is safe.
+            log.error(
+                "Operator stopped on %s: %s; restarting in %ss",
+                type(err).__name__,
+                err,
+                RESTART_SECONDS,
+            )
+            time.sleep(RESTART_SECONDS)

@@ -93,8 +93,19 @@ class RunsCollector(Collector):
         return [by_phase, waiting, longest]
 
 
+_served: list[RunsCollector] = []
+
+
 def serve(address: str, collector: RunsCollector) -> None:
-    """Starts the /metrics endpoint in a thread, e.g. address "0.0.0.0:9090"."""
+    """Starts the /metrics endpoint in a thread, e.g. address "0.0.0.0:9090".
+
+    Once per process: when the operator restarts in-process, the new runner's view replaces
+    the old one behind the same endpoint.
+    """
+    if _served:
+        _served[0].snapshot, _served[0].now = collector.snapshot, collector.now
+        return
     REGISTRY.register(collector)
     host, _, port = address.rpartition(":")
     start_http_server(int(port), addr=host or "0.0.0.0", registry=REGISTRY)
+    _served.append(collector)
