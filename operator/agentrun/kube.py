@@ -19,6 +19,7 @@ from urllib.parse import quote
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from . import rawapi
 from .api import GROUP, VERSION
 
 COMPONENT = "agentrun-operator"
@@ -27,33 +28,8 @@ MAX_EVENT_MESSAGE = 1024
 MERGE_PATCH = "application/merge-patch+json"
 
 
-def _send(
-    api: client.ApiClient,
-    method: str,
-    path: str,
-    body: Any = None,
-    query: list[tuple[str, str]] | None = None,
-    content_type: str = "application/json",
-    stream: bool = False,
-) -> Any:
-    """One request; raises ApiException on non-2xx; returns the urllib3 response, read
-    (so its connection goes back to the pool) unless `stream`."""
-    headers = {"Accept": "application/json", "Content-Type": content_type}
-    request = api.param_serialize(
-        method,
-        path,
-        query_params=query or [],
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    resp: Any = api.call_api(*request)
-    if not 200 <= resp.status <= 299:
-        resp.read()  # the exception carries the body (a Status with the message)
-        raise ApiException.from_response(http_resp=resp, body=None, data=None)
-    if not stream:
-        resp.read()
-    return resp.response
+def _send(api: client.ApiClient, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+    return rawapi.send(api, method, path, body, **kw)
 
 
 def _json(

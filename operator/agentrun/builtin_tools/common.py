@@ -11,6 +11,7 @@ from urllib.parse import quote
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from .. import rawapi
 from ..redaction import MASK as MASK
 from ..redaction import SENSITIVE_NAME as SENSITIVE_NAME
 from ..redaction import redact as redact
@@ -41,20 +42,9 @@ def request(
     content_type: str = "application/json",
 ) -> dict[str, Any]:
     """A raw API request returning the JSON body; ApiException on non-2xx."""
-    api = api_client()
-    headers = {"Accept": "application/json", "Content-Type": content_type}
-    req = api.param_serialize(
-        method,
-        path,
-        query_params=query or [],
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
+    resp = rawapi.send(
+        api_client(), method, path, body, query, content_type=content_type, timeout=30
     )
-    resp: Any = api.call_api(*req, _request_timeout=30)
-    resp.read()
-    if not 200 <= resp.status <= 299:
-        raise ApiException.from_response(http_resp=resp, body=None, data=None)
     value = json.loads(resp.data)
     if not isinstance(value, dict):
         raise ToolError(f"unexpected API response for {path}")
@@ -63,18 +53,7 @@ def request(
 
 def request_text(path: str, *, query: list[tuple[str, str]] | None = None) -> str:
     """A raw GET returning the body as text (pod logs); ApiException on non-2xx."""
-    api = api_client()
-    req = api.param_serialize(
-        "GET",
-        path,
-        query_params=query or [],
-        header_params={"Accept": "text/plain, */*"},
-        auth_settings=["BearerToken"],
-    )
-    resp: Any = api.call_api(*req, _request_timeout=30)
-    resp.read()
-    if not 200 <= resp.status <= 299:
-        raise ApiException.from_response(http_resp=resp, body=None, data=None)
+    resp = rawapi.send(api_client(), "GET", path, query=query, accept="text/plain, */*", timeout=30)
     data = resp.data
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
 
