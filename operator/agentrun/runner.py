@@ -93,6 +93,7 @@ class Runner:
         # Agents and AgentTools as last seen by the operator's watch; a miss falls back to a GET.
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
+        self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _state(self, key: str) -> _RunState:
@@ -272,6 +273,7 @@ class Runner:
                 "publish prompt edits as a new version",
             )
         ref = PromptRef(name=prompt.name, version=prompt.version, sha256=prompt.sha256)
+        self._prompt_texts[prompt.sha256] = prompt.text
         return Config(agent=agent, tools=tools, prompt=ref)
 
     async def _observe_job(
@@ -414,10 +416,12 @@ class Runner:
                     f"API key Secret {ref.name!r} (key {ref.key!r}) not found in namespace "
                     f"{run.metadata['namespace']!r}"
                 )
-        prompt = prompts.load_prompt(config.prompt.name, config.prompt.version)
+        # The text _resolve loaded for this config: keyed by its sha256, it is the prompt
+        # promptRef names, even if the file changes between the two.
+        prompt_text = self._prompt_texts[config.prompt.sha256]
         agent, model = run.spec.agentRef, config.agent.model.name
         started = time.monotonic()
-        reply = await self.model.next_action(run, config, prompt.text, key, action.step)
+        reply = await self.model.next_action(run, config, prompt_text, key, action.step)
         outcome = "error" if isinstance(reply, ModelUnavailable) else "ok"
         metrics.MODEL_SECONDS.labels(agent, model, outcome).observe(time.monotonic() - started)
         if isinstance(reply, ModelUnavailable):
