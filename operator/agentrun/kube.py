@@ -40,9 +40,21 @@ def _json(
     return value
 
 
+def object_missing(exc: ApiException) -> bool:
+    """A 404 that says the object does not exist (a Status with reason NotFound). Right after
+    an apiserver restart, custom resource paths answer a bare "404 page not found" for a
+    moment: that is not a deleted object."""
+    if exc.status != 404:
+        return False
+    try:
+        return bool(json.loads(exc.body or "{}").get("reason") == "NotFound")
+    except (ValueError, AttributeError):
+        return False
+
+
 def _absent(exc: ApiException, *ok: int) -> None:
     """Swallows the listed statuses (404 absent, 409 exists); re-raises anything else."""
-    if exc.status not in ok:
+    if exc.status not in ok or (exc.status == 404 and not object_missing(exc)):
         raise exc
 
 

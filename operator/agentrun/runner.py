@@ -459,6 +459,8 @@ class Runner:
 def _transient(err: Exception) -> bool:
     """Connection trouble, throttling and server errors pass; a 4xx is a real answer."""
     if isinstance(err, ApiException):
+        if err.status == 404:
+            return not kube.object_missing(err)  # a path not served yet, not a missing object
         return err.status is None or err.status == 429 or err.status >= 500
     return True
 
