@@ -347,7 +347,8 @@ def step_jobs(run: dict[str, Any], step: int | None) -> tuple[int | None, list[t
         if job:
             refs.append((int(event.get("step", 0)), job, event.get("outputRef") or ""))
     current = status.get("currentAction")
-    if isinstance(current, dict) and current.get("state") == "JobCreated":
+    # A running read Job stays Ready in status (no write for its creation).
+    if isinstance(current, dict) and current.get("state") in ("JobCreated", "Ready"):
         refs.append((int(current.get("step", 0)), current["jobRef"], ""))
     if step is None:
         if not refs:

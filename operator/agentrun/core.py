@@ -123,6 +123,8 @@ class JobObservation:
     ok: bool = False  # the tool's own verdict, from its result envelope
     content: str = ""  # compacted output for the thread
     outputRef: str | None = None
+    # NOT_FOUND for a Job this operator process saw exist: it was deleted, not never created.
+    existed: bool = False
 
 
 @dataclass(frozen=True)
@@ -536,12 +538,15 @@ def _advance_action(
         return
     job = st.obs.job
     if current.state is ActionState.READY:
-        if job is None or job.phase is JobPhase.NOT_FOUND:
+        if job is None or (job.phase is JobPhase.NOT_FOUND and not job.existed):
             _start_job(st, current)
             return
-        # The Job exists (created by us, then we crashed before recording it).
-        current = current.model_copy(update={"state": ActionState.JOB_CREATED})
-        st.status.currentAction = current
+        if current.effect is Effect.WRITE or job.phase is not JobPhase.RUNNING:
+            # A write's Job is recorded as created at once: even an operator restarted after
+            # the Job was deleted must never create it again. A running read Job is not (one
+            # status write per step fewer); the runner remembers the Jobs it saw exist.
+            current = current.model_copy(update={"state": ActionState.JOB_CREATED})
+            st.status.currentAction = current
     if job is None or job.phase is JobPhase.RUNNING:
         return
     _take_job_result(st, current, job, config, limits)

@@ -39,14 +39,27 @@ def _runner(memo: Any) -> Runner:
     return runner
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """All handlers here are event handlers: the runner decides from status what changed, so
+    kopf need not deep-copy every body into an essence, nor store one on the object."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's bookkeeping lives under our domain, but not under agentrun.dev/ itself: kopf
-    # ignores every annotation under its own prefix, and approvals must be seen as changes.
+    # Should a change handler ever be added: kopf's bookkeeping lives under our domain, but
+    # not under agentrun.dev/ itself (kopf ignores every annotation under its own prefix,
+    # and approvals must be seen as changes).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = _NoDiffBase()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Events are posted deliberately by the runner, one per transition, not per log line.
     settings.posting.enabled = False
@@ -88,20 +101,17 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         await receiver.cleanup()
 
 
-@kopf.on.resume(*RUNS)
-@kopf.on.create(*RUNS)
-@kopf.on.update(*RUNS)
-async def reconcile(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _runner(memo).step(namespace or "", name)
-
-
-def _deleted(type: str, **_: Any) -> bool:
-    return type == "DELETED"
-
-
-@kopf.on.event(*RUNS, when=_deleted)
-async def forget(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _runner(memo).forget(namespace or "", name)
+@kopf.on.event(*RUNS)
+async def run_changed(
+    type: str | None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """Every event of a run (the listing at start-up included), but the echo of our own
+    status writes, steps it: decide() is idempotent, and status says what is left to do."""
+    runner = _runner(memo)
+    if type == "DELETED":
+        runner.forget(namespace or "", name)
+    elif runner.observe_run(dict(body)):
+        await runner.step(namespace or "", name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})

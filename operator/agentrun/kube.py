@@ -138,19 +138,31 @@ def delete_job(api: client.ApiClient, ns: str, name: str) -> None:
 
 
 def patch_run_status(
-    api: client.ApiClient, ns: str, name: str, status: dict[str, Any]
+    api: client.ApiClient,
+    ns: str,
+    name: str,
+    status: dict[str, Any],
+    resource_version: str | None = None,
 ) -> dict[str, Any]:
-    """A merge patch on the status subresource; returns the updated AgentRun."""
+    """A merge patch on the status subresource; returns the updated AgentRun. With
+    resource_version it applies only to that version of the run (409 Conflict otherwise)."""
     path = _crd(ns, AGENTRUNS, name) + "/status"
-    return _json(api, "PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return _json(api, "PATCH", path, body, content_type=MERGE_PATCH)
 
 
-def remove_annotations(api: client.ApiClient, ns: str, name: str, keys: list[str]) -> None:
+def remove_annotations(
+    api: client.ApiClient, ns: str, name: str, keys: list[str]
+) -> dict[str, Any] | None:
+    """Returns the updated AgentRun; None when it is gone."""
     body = {"metadata": {"annotations": dict.fromkeys(keys)}}  # null deletes in a merge patch
     try:
-        _send(api, "PATCH", _crd(ns, AGENTRUNS, name), body, content_type=MERGE_PATCH)
+        return _json(api, "PATCH", _crd(ns, AGENTRUNS, name), body, content_type=MERGE_PATCH)
     except ApiException as exc:
         _absent(exc, 404)
+        return None
 
 
 def list_runs(api: client.ApiClient, ns: str, selector: str) -> list[dict[str, Any]]:

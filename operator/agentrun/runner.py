@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -47,8 +48,9 @@ from .redaction import redact
 log = logging.getLogger("agentrun.runner")
 
 MAX_ROUNDS = 50  # decide/act rounds per trigger; a guard against a logic loop
-MAX_TOOL_OUTPUT_BYTES = 900 * 1024
-TRANSIENT_RETRY_SECONDS = 2.0  # AgentToolSpec.outputLimitBytes' maximum
+MAX_TOOL_OUTPUT_BYTES = 900 * 1024  # AgentToolSpec.outputLimitBytes' maximum
+TRANSIENT_RETRY_SECONDS = 2.0
+ERROR_RETRY_SECONDS = 60.0  # an unexpected error: retried, slowly
 
 
 @dataclass
@@ -61,6 +63,26 @@ class Settings:
 class _RunState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.TimerHandle | None = None
+    # The newest body known (our own writes' responses, watch events, GETs): a step starts
+    # from it instead of a GET. Never older than our last write; a staler one could only
+    # fail a status write, which is conditional on its resourceVersion.
+    body: dict[str, Any] | None = None
+    own: deque[str] = field(default_factory=lambda: deque(maxlen=16))  # versions we wrote
+    jobs_seen: set[str] = field(default_factory=set)  # Job names seen existing
+
+
+def _version(body: dict[str, Any] | None) -> str:
+    return str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
+    """resourceVersions are etcd revisions; if one is not a number, the latest arrival wins."""
+    if than is None:
+        return True
+    try:
+        return int(_version(body)) > int(_version(than))
+    except ValueError:
+        return True
 
 
 def _now() -> datetime:
@@ -126,19 +148,41 @@ class Runner:
         if state is not None and state.wake is not None:
             state.wake.cancel()
 
+    def observe_run(self, body: dict[str, Any]) -> bool:
+        """Called for each watch event of a run; False for the echo of our own write."""
+        meta = body.get("metadata") or {}
+        state = self._state(f"{meta.get('namespace', '')}/{meta.get('name', '')}")
+        if _version(body) in state.own:
+            return False
+        if _newer(body, state.body):
+            state.body = body
+        return True
+
+    def _wrote(self, state: _RunState, body: dict[str, Any]) -> None:
+        state.own.append(_version(body))
+        if _newer(body, state.body):
+            state.body = body
+
+    async def _fetch(self, state: _RunState, namespace: str, name: str) -> dict[str, Any] | None:
+        body = await asyncio.to_thread(kube.get_run, self.api, namespace, name)
+        if body is not None:
+            state.body = body
+        return body
+
     async def step(self, namespace: str, name: str, job: dict[str, Any] | None = None) -> None:
-        """Advances one run as far as it can go without waiting; reads the run fresh."""
+        """Advances one run as far as it can go without waiting, from its newest known body."""
         state = self._state(f"{namespace}/{name}")
         async with state.lock:
             try:
-                fresh = await asyncio.to_thread(kube.get_run, self.api, namespace, name)
-                if fresh is None:
+                body = state.body or await self._fetch(state, namespace, name)
+                if body is None:
                     self.forget(namespace, name)
                     return
-                await self._advance(fresh, job)
+                await self._advance(state, body, job)
             except (ApiException, HTTPError, OSError) as err:
                 if not _transient(err):
-                    raise
+                    self._failed_step(namespace, name, err)
+                    return
                 # Status is the log: retrying the step soon redoes only what was not recorded.
                 log.warning(
                     "Step of %s/%s hit a transient API error; retrying in %.0fs: %s",
@@ -148,16 +192,32 @@ class Runner:
                     str(err).splitlines()[0][:200],
                 )
                 self._wake_later(namespace, name, TRANSIENT_RETRY_SECONDS)
+            except Exception as err:  # a bug must not stop the run for good
+                self._failed_step(namespace, name, err)
+
+    def _failed_step(self, namespace: str, name: str, err: Exception) -> None:
+        log.error(
+            "Step of %s/%s failed; retrying in %.0fs: %s: %s",
+            namespace,
+            name,
+            ERROR_RETRY_SECONDS,
+            type(err).__name__,
+            str(err).splitlines()[0][:300] if str(err) else "",
+            exc_info=not isinstance(err, ApiException),
+        )
+        # Forget the cached body: the retry starts from a fresh read.
+        self._state(f"{namespace}/{name}").body = None
+        self._wake_later(namespace, name, ERROR_RETRY_SECONDS)
 
     # ------------------------------------------------------------ the loop
 
-    async def _advance(self, body: dict[str, Any], job_hint: dict[str, Any] | None) -> None:
+    async def _advance(
+        self, state: _RunState, body: dict[str, Any], job_hint: dict[str, Any] | None
+    ) -> None:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         try:
-            run = AgentRun.model_validate(
-                {"spec": body.get("spec", {}), "metadata": meta, "status": body.get("status") or {}}
-            )
+            run = _parse(body)
         except ValidationError as err:
             status, actions = fail_invalid_spec(
                 body.get("status") or {},
@@ -166,24 +226,37 @@ class Runner:
                 meta.get("generation"),
             )
             if actions:
-                await self._persist(namespace, name, body.get("status") or {}, status)
-                await self._act(run=None, body=body, actions=actions)
+                await self._persist(state, body, status)
+                await self._act(state, run=None, body=body, actions=actions)
             return
         deleting = meta.get("deletionTimestamp") is not None
-        config, job = await asyncio.gather(self._resolve(run), self._observe_job(run, job_hint))
+        config, job = await asyncio.gather(
+            self._resolve(run), self._observe_job(state, run, job_hint)
+        )
         obs = Observations(now=_now(), config=config, deleting=deleting, job=job)
         for _ in range(MAX_ROUNDS):
             before = run.status
             status, actions = decide(run, obs)
             if status != before:
-                await self._persist(
-                    namespace, name, before.model_dump(mode="json", exclude_none=True), status
-                )
+                written = await self._persist(state, body, status)
+                if written is None:
+                    # Someone else changed the run since the body we decided from (a 409):
+                    # decide again, from the fresh run, on the same observations.
+                    log.info("Status write of %s/%s conflicted; decided again", namespace, name)
+                    fresh = await self._fetch(state, namespace, name)
+                    if fresh is None:
+                        self.forget(namespace, name)
+                        return
+                    body, run = fresh, _parse(fresh)
+                    continue
+                body = written
                 self._account(run, before, status)
                 run = run.model_copy(update={"status": status})
                 if status.phase != before.phase and isinstance(config, Config):
                     notify.on_phase_change(self.api, run, config.agent, before.phase, self._tasks)
-            produced = await self._act(run=run, body=body, actions=actions, config=config)
+            produced, body = await self._act(
+                state, run=run, body=body, actions=actions, config=config
+            )
             if produced is None:
                 return
             obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
@@ -203,16 +276,34 @@ class Runner:
         )
 
     async def _persist(
-        self, namespace: str, name: str, before: dict[str, Any], status: AgentRunStatus
-    ) -> None:
-        before, after = to_wire(before), to_wire(status.model_dump(mode="json"))
+        self, state: _RunState, body: dict[str, Any], status: AgentRunStatus
+    ) -> dict[str, Any] | None:
+        """Writes status, only onto the version decided from; the new body, None on a 409."""
+        meta = body["metadata"]
+        before = to_wire(body.get("status") or {})
+        after = to_wire(status.model_dump(mode="json"))
         # Send only changed top-level keys; None removes a key under merge-patch semantics.
         patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
         for key in before:
             if key not in after and key != "kopf":
                 patch[key] = None
-        if patch:
-            await asyncio.to_thread(kube.patch_run_status, self.api, namespace, name, patch)
+        if not patch:
+            return body
+        try:
+            written = await asyncio.to_thread(
+                kube.patch_run_status,
+                self.api,
+                meta["namespace"],
+                meta["name"],
+                patch,
+                _version(body),
+            )
+        except ApiException as err:
+            if err.status == 409:
+                return None
+            raise
+        self._wrote(state, written)
+        return written
 
     # ------------------------------------------------------------ observations
 
@@ -277,7 +368,7 @@ class Runner:
         return Config(agent=agent, tools=tools, prompt=ref)
 
     async def _observe_job(
-        self, run: AgentRun, hint: dict[str, Any] | None
+        self, state: _RunState, run: AgentRun, hint: dict[str, Any] | None
     ) -> JobObservation | None:
         current = run.status.currentAction
         if current is None or current.state is ActionState.AWAITING_APPROVAL:
@@ -287,7 +378,9 @@ class Runner:
         if job is None:
             job = await asyncio.to_thread(kube.read_job, self.api, namespace, current.jobRef)
         if job is None:
-            return JobObservation(name=current.jobRef, phase=JobPhase.NOT_FOUND)
+            existed = current.jobRef in state.jobs_seen
+            return JobObservation(name=current.jobRef, phase=JobPhase.NOT_FOUND, existed=existed)
+        state.jobs_seen.add(current.jobRef)
         if not jobs.job_finished(job):
             return JobObservation(name=current.jobRef, phase=JobPhase.RUNNING)
         pod = await asyncio.to_thread(kube.find_job_pod, self.api, namespace, current.jobRef)
@@ -330,13 +423,15 @@ class Runner:
 
     async def _act(
         self,
+        state: _RunState,
         *,
         run: AgentRun | None,
         body: dict[str, Any],
         actions: list[Action],
         config: Config | ConfigError | None = None,
-    ) -> dict[str, Any] | None:
-        """Carries out actions in order; returns what they produced for the next decide."""
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """Carries out actions in order; returns what they produced for the next decide, and
+        the run's body as our own writes left it."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         produced: dict[str, Any] = {}
@@ -357,9 +452,12 @@ class Runner:
                     "Recorded %s for %s/%s: %s", action.reason, namespace, name, action.message
                 )
             elif isinstance(action, RemoveAnnotations):
-                await asyncio.to_thread(
+                written = await asyncio.to_thread(
                     kube.remove_annotations, self.api, namespace, name, list(action.keys)
                 )
+                if written is not None:
+                    self._wrote(state, written)
+                    body = written
                 if run is not None:
                     kept = {
                         k: v
@@ -374,9 +472,10 @@ class Runner:
                 self._wake_later(namespace, name, action.seconds)
             elif isinstance(action, CreateJob) and run is not None and isinstance(config, Config):
                 produced["job"] = await self._create_job(run, config, action)
+                state.jobs_seen.add(action.name)
             elif isinstance(action, CallModel) and run is not None and isinstance(config, Config):
                 produced["model"] = await self._call_model(run, config, action)
-        return produced or None
+        return produced or None, body
 
     async def _create_job(self, run: AgentRun, config: Config, action: CreateJob) -> JobObservation:
         manifest = jobs.build_job(
@@ -454,6 +553,16 @@ class Runner:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("Background task failed: %s", task.exception())
+
+
+def _parse(body: dict[str, Any]) -> AgentRun:
+    return AgentRun.model_validate(
+        {
+            "spec": body.get("spec", {}),
+            "metadata": body["metadata"],
+            "status": body.get("status") or {},
+        }
+    )
 
 
 def _transient(err: Exception) -> bool:

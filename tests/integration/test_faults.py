@@ -151,6 +151,45 @@ def test_non_utf8_tool_output_is_kept_readable(spine: Spine) -> None:
     assert "bytes" in status["thread"][1]["content"]
 
 
+# ---- others write the run mid-step ----
+
+
+def test_edits_by_others_during_a_model_call_are_kept_and_the_model_is_asked_once(
+    spine: Spine,
+) -> None:
+    # The operator's status write is conditional on the version it decided from; a label and
+    # an annotation written while the model thinks make it a 409, and it decides again.
+    spine.setup([{"delay": 3, "then": READ}, done()])
+    spine.start()
+    spine.wait(lambda: spine.model_requests(step=1), "the first model request")
+    spine.cluster.kubectl("label", "agentrun", "run", "-n", spine.namespace, "team=sre")
+    spine.annotate("example.com/ticket", "OPS-1")
+    status = spine.wait_phase("Succeeded")
+    assert len(spine.model_requests(step=1)) == 1
+    assert thread_types(status) == [(1, "ToolCall"), (1, "ToolResult"), (2, "Done")]
+    assert len(spine.jobs()) == 1
+    meta = spine.get()["metadata"]
+    assert meta["labels"]["team"] == "sre"
+    assert meta["annotations"]["example.com/ticket"] == "OPS-1"
+
+
+def test_a_status_write_onto_a_stale_version_is_refused(spine: Spine) -> None:
+    from kubernetes import client, config
+
+    from agentrun import kube
+
+    spine.setup([{"delay": 10, "then": done()}])  # the operator stays out of the way
+    spine.start()
+    spine.wait(lambda: spine.model_requests(step=1), "the first model request")
+    api = config.new_client_from_config(str(spine.cluster.kubeconfig))
+    stale = spine.get()["metadata"]["resourceVersion"]
+    spine.annotate("example.com/ticket", "OPS-2")
+    with pytest.raises(client.ApiException) as refused:
+        kube.patch_run_status(api, spine.namespace, "run", {"step": 99}, stale)
+    assert refused.value.status == 409
+    assert spine.status().get("step", 0) != 99
+
+
 # ---- bad input ----
 
 

@@ -275,7 +275,7 @@ def test_show_notes_dropped_events_and_a_running_job() -> None:
             "step": 3,
             "tool": "k8s-get",
             "arguments": {"kind": "Pod"},
-            "state": "JobCreated",
+            "state": "Ready",
             "jobRef": "run-s3-aaaaaa",
             "requestedTime": "2024-05-01T10:06:50Z",
         },

@@ -235,17 +235,28 @@ def read_ready(run: AgentRun | None = None) -> AgentRun:
 
 
 def read_job_created(run: AgentRun | None = None) -> AgentRun:
+    """Step 1's read Job was created and is running: no status write for that."""
     run = read_ready(run)
     name = run.status.currentAction.jobRef  # type: ignore[union-attr]
     run, status, _ = step(run, obs(job=job_obs(name, JobPhase.RUNNING)))
     assert status.currentAction is not None
-    assert status.currentAction.state is ActionState.JOB_CREATED
+    assert status.currentAction.state is ActionState.READY
     return run
 
 
 def awaiting_approval(run: AgentRun | None = None) -> AgentRun:
     run, status, _ = after_reply(started(run), write_call())
     assert status.phase is Phase.AWAITING_APPROVAL
+    return run
+
+
+def approved_write() -> AgentRun:
+    """Step 1's write action, approved: READY, its Job not yet observed."""
+    run = awaiting_approval()
+    digest = run.status.currentAction.actionHash  # type: ignore[union-attr]
+    run, status, _ = step(annotate(run, approve=digest), obs())
+    assert status.currentAction is not None
+    assert status.currentAction.state is ActionState.READY
     return run
 
 
@@ -625,16 +636,36 @@ def test_ready_and_job_not_observed_creates_the_same_job_again() -> None:
     assert create.name == job_name(NAME, UID, 1)
 
 
-def test_ready_and_job_exists_records_job_created_without_a_second_create() -> None:
+def test_ready_and_read_job_running_writes_nothing_and_creates_nothing() -> None:
     run = read_ready()
     name = job_name(NAME, UID, 1)
     _, status, actions = step(run, obs(job=job_obs(name, JobPhase.RUNNING)))
-    assert status.currentAction is not None
-    assert status.currentAction.state is ActionState.JOB_CREATED
-    assert status.currentAction.jobRef == name
+    assert status == run.status  # no status write while a read Job runs
     assert of(actions, CreateJob) == []
     assert non_requeue(actions) == []
     assert status.phase is Phase.RUNNING
+
+
+def test_ready_and_write_job_exists_records_job_created_at_once() -> None:
+    run = approved_write()
+    current = run.status.currentAction
+    assert current is not None and current.state is ActionState.READY
+    _, status, actions = step(run, obs(job=job_obs(current.jobRef, JobPhase.RUNNING)))
+    assert status.currentAction is not None
+    assert status.currentAction.state is ActionState.JOB_CREATED
+    assert status.currentAction.jobRef == current.jobRef
+    assert of(actions, CreateJob) == []
+
+
+def test_a_recorded_write_job_that_disappears_is_never_created_again() -> None:
+    run = approved_write()
+    current = run.status.currentAction
+    assert current is not None
+    run, status, _ = step(run, obs(job=job_obs(current.jobRef, JobPhase.RUNNING)))
+    # An operator restarted after the Job was deleted has no memory of it: status decides.
+    _, status, actions = step(run, obs(job=JobObservation(current.jobRef, JobPhase.NOT_FOUND)))
+    assert of(actions, CreateJob) == []
+    assert "disappeared" in status.thread[-1].content
 
 
 def test_ready_and_job_already_finished_takes_its_result() -> None:
@@ -648,14 +679,22 @@ def test_ready_and_job_already_finished_takes_its_result() -> None:
     assert non_requeue(actions) == [CallModel(step=2)]
 
 
-@pytest.mark.parametrize("job", [None, "running"])
-def test_a_running_job_is_waited_for(job: str | None) -> None:
+def test_a_running_job_is_waited_for() -> None:
     run = read_job_created()
     name = job_name(NAME, UID, 1)
-    observed = job_obs(name, JobPhase.RUNNING) if job else None
+    observed = job_obs(name, JobPhase.RUNNING)
     _, status, actions = step(run, obs(now=NOW + timedelta(seconds=100), job=observed))
     assert status == run.status
     assert actions == [RequeueAfter(seconds=3500.0)]
+
+
+def test_a_recorded_job_not_observed_this_time_is_waited_for() -> None:
+    run = approved_write()
+    name = run.status.currentAction.jobRef  # type: ignore[union-attr]
+    run, _, _ = step(run, obs(job=job_obs(name, JobPhase.RUNNING)))
+    _, status, actions = step(run, obs(now=NOW + timedelta(seconds=100)))
+    assert status == run.status
+    assert non_requeue(actions) == []
 
 
 def test_job_succeeded_puts_the_result_in_the_thread_and_calls_the_model() -> None:
@@ -751,7 +790,8 @@ def test_a_failed_tool_is_an_error_in_the_thread_then_the_model_is_called(
 def test_a_job_that_disappears_after_creation_is_an_error_and_is_not_run_again() -> None:
     run = read_job_created()
     name = job_name(NAME, UID, 1)
-    _, status, actions = step(run, obs(job=JobObservation(name, JobPhase.NOT_FOUND)))
+    seen = JobObservation(name, JobPhase.NOT_FOUND, existed=True)  # the runner saw it exist
+    _, status, actions = step(run, obs(job=seen))
     assert of(actions, CreateJob) == []  # never re-created: it may have run already
     err = status.thread[-1]
     assert err.type is EventType.ERROR
