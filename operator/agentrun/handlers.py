@@ -61,9 +61,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Only the Jobs and pods of tool calls, selected by the API server: not every Job and pod.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_RUN
+    settings.watching.label_selectors["v1", "pods"] = LABEL_RUN
     # Events are posted deliberately by the runner, one per transition, not per log line.
     settings.posting.enabled = False
-    settings.queueing.batch_window = float(os.environ.get("AGENTRUN_BATCH_WINDOW", "0.02"))
     settings.watching.server_timeout = 300
     # A standby replica takes over this long after the active one stops renewing its lease.
     settings.peering.lifetime = int(os.environ.get("AGENTRUN_PEERING_LIFETIME", "15"))
@@ -128,6 +130,13 @@ async def job_changed(
         await _runner(memo).step(
             namespace or "", owner["name"], job=None if type == "DELETED" else job
         )
+
+
+@kopf.on.event("v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
+async def pod_changed(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    _runner(memo).observe_pod(namespace or "", dict(body), deleted=type == "DELETED")
 
 
 @kopf.on.event(GROUP, VERSION, "agents")

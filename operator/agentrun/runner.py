@@ -69,6 +69,10 @@ class _RunState:
     body: dict[str, Any] | None = None
     own: deque[str] = field(default_factory=lambda: deque(maxlen=16))  # versions we wrote
     jobs_seen: set[str] = field(default_factory=set)  # Job names seen existing
+    # Raw-output ConfigMaps being created alongside the status write that links them; one
+    # that failed is retried at the run's next step.
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    storing: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def _version(body: dict[str, Any] | None) -> str:
@@ -114,6 +118,9 @@ class Runner:
         self._runs: dict[str, _RunState] = {}
         # Agents and AgentTools as last seen by the operator's watch; a miss falls back to a GET.
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # Tool pods as last seen by the watch, newest per (namespace, Job); a miss, or a pod
+        # not yet seen finished, falls back to a LIST.
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -129,6 +136,33 @@ class Runner:
             self._objects.pop((kind, namespace, name), None)
         else:
             self._objects[(kind, namespace, name)] = body
+
+    def observe_pod(self, namespace: str, body: dict[str, Any], deleted: bool) -> None:
+        """Called from the watch of tool pods (selected by label on the server)."""
+        meta = body.get("metadata") or {}
+        job = (meta.get("labels") or {}).get("job-name")
+        if not job:
+            return
+        key, cached = (namespace, job), self._pods.get((namespace, job))
+        same = cached is not None and cached["metadata"]["name"] == meta.get("name")
+        if deleted:
+            if same:
+                del self._pods[key]
+            return
+        created = meta.get("creationTimestamp") or ""
+        if cached is None or same or created >= cached["metadata"].get("creationTimestamp", ""):
+            # Only what a step reads: the name, for the log, and the status.
+            trimmed = {"name": meta.get("name"), "creationTimestamp": created}
+            self._pods[key] = {"metadata": trimmed, "status": body.get("status") or {}}
+
+    async def _job_pod(self, namespace: str, job: str) -> dict[str, Any] | None:
+        pod = self._pods.pop((namespace, job), None)
+        if pod is not None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return pod
+        found: dict[str, Any] | None = await asyncio.to_thread(
+            kube.find_job_pod, self.api, namespace, job
+        )
+        return found
 
     async def _lookup(
         self, kind: str, namespace: str, name: str, fetch: Any
@@ -174,11 +208,13 @@ class Runner:
         state = self._state(f"{namespace}/{name}")
         async with state.lock:
             try:
+                self._store_outputs(state)  # any left over from a step that failed
                 body = state.body or await self._fetch(state, namespace, name)
                 if body is None:
                     self.forget(namespace, name)
                     return
                 await self._advance(state, body, job)
+                await self._outputs_stored(state)
             except (ApiException, HTTPError, OSError) as err:
                 if not _transient(err):
                     self._failed_step(namespace, name, err)
@@ -250,6 +286,7 @@ class Runner:
                     body, run = fresh, _parse(fresh)
                     continue
                 body = written
+                await self._outputs_stored(state)
                 self._account(run, before, status)
                 run = run.model_copy(update={"status": status})
                 if status.phase != before.phase and isinstance(config, Config):
@@ -383,7 +420,7 @@ class Runner:
         state.jobs_seen.add(current.jobRef)
         if not jobs.job_finished(job):
             return JobObservation(name=current.jobRef, phase=JobPhase.RUNNING)
-        pod = await asyncio.to_thread(kube.find_job_pod, self.api, namespace, current.jobRef)
+        pod = await self._job_pod(namespace, current.jobRef)
         text: str | None = None
         if pod is not None:
             # Read past any tool's own output limit so the envelope line is never cut.
@@ -410,14 +447,41 @@ class Runner:
                 raw=text,
                 limit=self.settings.output_limit_bytes,
             )
-            await asyncio.to_thread(kube.ensure_configmap, self.api, cm)
             ref = cm["metadata"]["name"]
+            # Created while the status write that links it is in flight, not before it.
+            state.outputs[ref] = cm
+            self._store_outputs(state)
         observed = jobs.job_observation(job, pod, text, ref)
         observed = replace(
             observed, content=redact(observed.content), message=redact(observed.message)
         )
         _observe_duration(current.tool, job, observed)
         return observed
+
+    def _store_outputs(self, state: _RunState) -> None:
+        for name, manifest in list(state.outputs.items()):
+            if not any(t.get_name() == name for t in state.storing):
+                task = asyncio.get_running_loop().create_task(
+                    self._store_output(state, name, manifest), name=name
+                )
+                state.storing.append(task)
+
+    async def _store_output(self, state: _RunState, name: str, manifest: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(kube.ensure_configmap, self.api, manifest)
+        except ApiException as err:
+            if _transient(err):
+                raise  # kept in state.outputs: retried at the run's next step
+            # A refusal will not change on retry; the thread keeps the compacted result.
+            log.error("Could not store the tool output ConfigMap %s: %s", name, err.reason)
+        state.outputs.pop(name, None)
+
+    async def _outputs_stored(self, state: _RunState) -> None:
+        """Waits for the raw-output ConfigMaps; a failure is raised (and retried later)."""
+        tasks, state.storing = state.storing, []
+        errors = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if r]
+        if errors and isinstance(errors[0], BaseException):
+            raise errors[0]
 
     # ------------------------------------------------------------ actions
 
