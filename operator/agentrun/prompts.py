@@ -73,6 +73,22 @@ def parse_prompt(data: bytes, source: str = "<prompt>") -> Prompt:
     )
 
 
+# path -> (inode, mtime, size) and the prompt parsed from it: every model step resolves its
+# prompt, and a stat is much cheaper than reading and parsing the front matter again.
+_PARSED: dict[Path, tuple[tuple[int, int, int], Prompt]] = {}
+
+
+def _parsed(path: Path) -> Prompt:
+    st = path.stat()
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _PARSED.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    prompt = parse_prompt(path.read_bytes(), str(path))
+    _PARSED[path] = (key, prompt)
+    return prompt
+
+
 def list_prompts(directory: Path | None = None) -> list[Prompt]:
     """Every prompt file in the directory; a malformed file raises, naming the file."""
     base = directory if directory is not None else prompts_dir()
@@ -83,7 +99,7 @@ def list_prompts(directory: Path | None = None) -> list[Prompt]:
     for path in sorted(base.glob("*.md")):
         if path.name.startswith(".") or not path.is_file():
             continue
-        prompt = parse_prompt(path.read_bytes(), str(path))
+        prompt = _parsed(path)
         found.append(
             Prompt(
                 prompt.name, prompt.version, prompt.text, prompt.sha256, prompt.description, path

@@ -566,6 +566,9 @@ class PodRunner(threading.Thread):
 
 class LogHandler(http.server.BaseHTTPRequestHandler):
     server: LogServer
+    # Keep-alive, as a kubelet: the apiserver reuses its connection for the next log read
+    # instead of a TLS handshake per request. A follow stream has no length: it closes.
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -611,7 +614,10 @@ class LogHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         follow = q.get("follow", ["false"])[0] in ("true", "1") and runner is not None
-        if not follow:
+        if follow:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
