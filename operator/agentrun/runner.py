@@ -51,6 +51,7 @@ MAX_ROUNDS = 50  # decide/act rounds per trigger; a guard against a logic loop
 MAX_TOOL_OUTPUT_BYTES = 900 * 1024  # AgentToolSpec.outputLimitBytes' maximum
 TRANSIENT_RETRY_SECONDS = 2.0
 ERROR_RETRY_SECONDS = 60.0  # an unexpected error: retried, slowly
+POD_DONE = ("Succeeded", "Failed")
 
 
 @dataclass
@@ -121,6 +122,9 @@ class Runner:
         # Tool pods as last seen by the watch, newest per (namespace, Job); a miss, or a pod
         # not yet seen finished, falls back to a LIST.
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        # A tool pod's log, read as soon as the watch sees the pod finish: the Job's Complete
+        # condition (what steps the run) comes later, after the job controller's own round.
+        self._logs: dict[tuple[str, str], tuple[str, asyncio.Task[str]]] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -144,20 +148,47 @@ class Runner:
         if not job:
             return
         key, cached = (namespace, job), self._pods.get((namespace, job))
-        same = cached is not None and cached["metadata"]["name"] == meta.get("name")
+        name = str(meta.get("name") or "")
+        same = cached is not None and cached["metadata"]["name"] == name
         if deleted:
             if same:
                 del self._pods[key]
+            read = self._logs.get(key)
+            if read is not None and read[0] == name:
+                del self._logs[key]
+                read[1].cancel()
             return
         created = meta.get("creationTimestamp") or ""
         if cached is None or same or created >= cached["metadata"].get("creationTimestamp", ""):
             # Only what a step reads: the name, for the log, and the status.
-            trimmed = {"name": meta.get("name"), "creationTimestamp": created}
-            self._pods[key] = {"metadata": trimmed, "status": body.get("status") or {}}
+            trimmed = {"name": name, "creationTimestamp": created}
+            status = body.get("status") or {}
+            self._pods[key] = {"metadata": trimmed, "status": status}
+            was = (cached or {}).get("status", {}).get("phase") if same else None
+            if was is not None and was not in POD_DONE and status.get("phase") in POD_DONE:
+                task = asyncio.get_running_loop().create_task(self._read_log(namespace, name))
+                # A failed early read is read again by the step; never an unretrieved error.
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._logs[key] = (name, task)
+
+    async def _read_log(self, namespace: str, pod: str) -> str:
+        # Read past any tool's own output limit so the envelope line is never cut.
+        limit = max(self.settings.output_limit_bytes, MAX_TOOL_OUTPUT_BYTES + 64 * 1024)
+        text: str = await asyncio.to_thread(kube.read_pod_log, self.api, namespace, pod, limit)
+        return text
+
+    async def _pod_log(self, namespace: str, job: str, pod: str) -> str:
+        read = self._logs.pop((namespace, job), None)
+        if read is not None and read[0] == pod:
+            try:
+                return await read[1]
+            except (ApiException, HTTPError, OSError, asyncio.CancelledError):
+                pass  # read again, now
+        return await self._read_log(namespace, pod)
 
     async def _job_pod(self, namespace: str, job: str) -> dict[str, Any] | None:
         pod = self._pods.pop((namespace, job), None)
-        if pod is not None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        if pod is not None and (pod.get("status") or {}).get("phase") in POD_DONE:
             return pod
         found: dict[str, Any] | None = await asyncio.to_thread(
             kube.find_job_pod, self.api, namespace, job
@@ -423,15 +454,7 @@ class Runner:
         pod = await self._job_pod(namespace, current.jobRef)
         text: str | None = None
         if pod is not None:
-            # Read past any tool's own output limit so the envelope line is never cut.
-            own = MAX_TOOL_OUTPUT_BYTES + 64 * 1024
-            text = await asyncio.to_thread(
-                kube.read_pod_log,
-                self.api,
-                namespace,
-                pod["metadata"]["name"],
-                max(self.settings.output_limit_bytes, own),
-            )
+            text = await self._pod_log(namespace, current.jobRef, pod["metadata"]["name"])
         if text:
             # Custom tools and crash logs bypass the tool runner's own masking.
             text = redact(text)
