@@ -304,9 +304,18 @@ class Runner:
         for _ in range(MAX_ROUNDS):
             before = run.status
             status, actions = decide(run, obs)
+            early: asyncio.Task[ModelReply | ModelUnavailable] | None = None
             if status != before:
-                written = await self._persist(state, body, status)
+                # A model call changes nothing in the cluster: it starts together with the
+                # status write before it, not after it. A failed write drops its answer.
+                early = self._early_model_call(run, status, actions, config)
+                try:
+                    written = await self._persist(state, body, status)
+                except BaseException:
+                    _discard(early)
+                    raise
                 if written is None:
+                    _discard(early)
                     # Someone else changed the run since the body we decided from (a 409):
                     # decide again, from the fresh run, on the same observations.
                     log.info("Status write of %s/%s conflicted; decided again", namespace, name)
@@ -322,13 +331,26 @@ class Runner:
                 run = run.model_copy(update={"status": status})
                 if status.phase != before.phase and isinstance(config, Config):
                     notify.on_phase_change(self.api, run, config.agent, before.phase, self._tasks)
+            if early is not None:
+                actions = [a for a in actions if not isinstance(a, CallModel)]
             produced, body = await self._act(
                 state, run=run, body=body, actions=actions, config=config
             )
+            if early is not None:
+                produced = {**(produced or {}), "model": await early}
             if produced is None:
                 return
             obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
         log.error("Run %s/%s did not settle after %d rounds", namespace, name, MAX_ROUNDS)
+
+    def _early_model_call(
+        self, run: AgentRun, status: AgentRunStatus, actions: list[Action], config: Any
+    ) -> asyncio.Task[ModelReply | ModelUnavailable] | None:
+        call = next((a for a in actions if isinstance(a, CallModel)), None)
+        if call is None or not isinstance(config, Config):
+            return None
+        decided = run.model_copy(update={"status": status})
+        return asyncio.get_running_loop().create_task(self._call_model(decided, config, call))
 
     def _account(self, run: AgentRun, before: AgentRunStatus, after: AgentRunStatus) -> None:
         agent = run.spec.agentRef
@@ -640,6 +662,12 @@ class Runner:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("Background task failed: %s", task.exception())
+
+
+def _discard(task: asyncio.Task[Any] | None) -> None:
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _parse(body: dict[str, Any]) -> AgentRun:
