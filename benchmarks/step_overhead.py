@@ -530,7 +530,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment for the operator, e.g. AGENTRUN_BATCH_WINDOW=0.001 (repeatable)",
+        help="extra environment for the operator, e.g. AGENTRUN_IO_THREADS=64 (repeatable)",
     )
     parser.add_argument(
         "--workdir",
