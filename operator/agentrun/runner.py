@@ -22,7 +22,16 @@ from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
 from . import faults, jobs, kube, metrics, notify, prompts, toolcall
-from .api import ActionState, AgentRun, AgentRunStatus, AgentSpec, AgentToolSpec, Effect, PromptRef
+from .api import (
+    TERMINAL_PHASES,
+    ActionState,
+    AgentRun,
+    AgentRunStatus,
+    AgentSpec,
+    AgentToolSpec,
+    Effect,
+    PromptRef,
+)
 from .core import (
     Action,
     CallModel,
@@ -52,6 +61,7 @@ MAX_TOOL_OUTPUT_BYTES = 900 * 1024  # AgentToolSpec.outputLimitBytes' maximum
 TRANSIENT_RETRY_SECONDS = 2.0
 ERROR_RETRY_SECONDS = 60.0  # an unexpected error: retried, slowly
 POD_DONE = ("Succeeded", "Failed")
+FINISHED = frozenset(p.value for p in TERMINAL_PHASES)
 
 
 @dataclass
@@ -214,9 +224,16 @@ class Runner:
             state.wake.cancel()
 
     def observe_run(self, body: dict[str, Any]) -> bool:
-        """Called for each watch event of a run; False for the echo of our own write."""
+        """Called for each watch event of a run; False for the echo of our own write, and for
+        a finished run (nothing is left to do, and its body is not kept: runs stay for audit)."""
         meta = body.get("metadata") or {}
-        state = self._state(f"{meta.get('namespace', '')}/{meta.get('name', '')}")
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        if _finished(body):
+            state = self._runs.get(key)
+            if state is not None:
+                state.body = None
+            return False
+        state = self._state(key)
         if _version(body) in state.own:
             return False
         if _newer(body, state.body):
@@ -246,6 +263,8 @@ class Runner:
                     return
                 await self._advance(state, body, job)
                 await self._outputs_stored(state)
+                if state.body is not None and _finished(state.body):
+                    state.body = None
             except (ApiException, HTTPError, OSError) as err:
                 if not _transient(err):
                     self._failed_step(namespace, name, err)
@@ -662,6 +681,10 @@ class Runner:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("Background task failed: %s", task.exception())
+
+
+def _finished(body: dict[str, Any]) -> bool:
+    return (body.get("status") or {}).get("phase") in FINISHED
 
 
 def _discard(task: asyncio.Task[Any] | None) -> None:

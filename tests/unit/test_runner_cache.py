@@ -1,0 +1,75 @@
+"""The runner's memory of runs and tool pods: what a step starts from instead of a GET/LIST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client as k8s
+
+from agentrun.model import ModelClient
+from agentrun.runner import Runner, Settings
+
+
+def runner() -> Runner:
+    return Runner(k8s.ApiClient(), ModelClient(), Settings())
+
+
+def run(version: str, phase: str = "Running", **meta: Any) -> dict[str, Any]:
+    metadata = {"namespace": "ns", "name": "r", "resourceVersion": version, **meta}
+    return {"metadata": metadata, "spec": {}, "status": {"phase": phase}}
+
+
+def cached(r: Runner) -> dict[str, Any] | None:
+    state = r._runs.get("ns/r")
+    return None if state is None else state.body
+
+
+def test_an_event_is_news_and_its_body_is_kept() -> None:
+    r = runner()
+    assert r.observe_run(run("10")) is True
+    assert cached(r) == run("10")
+
+
+def test_the_echo_of_our_own_write_is_not_news() -> None:
+    r = runner()
+    r._wrote(r._state("ns/r"), run("11"))
+    assert r.observe_run(run("11")) is False
+    assert cached(r) == run("11")
+
+
+def test_an_older_event_never_replaces_a_newer_body() -> None:
+    # A lagging watch must not send the runner back before its own last write.
+    r = runner()
+    r._wrote(r._state("ns/r"), run("12"))
+    assert r.observe_run(run("9", labels={"late": "yes"})) is True  # still stepped: news
+    assert cached(r) == run("12")
+    assert r.observe_run(run("13", labels={"team": "sre"})) is True
+    assert cached(r) == run("13", labels={"team": "sre"})
+
+
+def test_a_finished_run_is_not_stepped_nor_kept() -> None:
+    r = runner()
+    r.observe_run(run("5"))
+    assert r.observe_run(run("6", phase="Succeeded")) is False
+    assert cached(r) is None
+    other = runner()
+    assert other.observe_run(run("7", phase="Failed")) is False
+    assert other._runs == {}  # runs kept for audit cost no memory
+
+
+def pod(name: str, created: str, phase: str = "Running") -> dict[str, Any]:
+    meta = {"name": name, "creationTimestamp": created, "labels": {"job-name": "j"}}
+    return {"metadata": meta, "status": {"phase": phase}, "spec": {"big": "x" * 1000}}
+
+
+def test_the_newest_pod_of_a_job_is_kept_trimmed_and_deletion_forgets_it() -> None:
+    r = runner()
+    r.observe_pod("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=False)
+    r.observe_pod("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=False)
+    kept = r._pods[("ns", "j")]
+    assert kept["metadata"]["name"] == "j-new"
+    assert "spec" not in kept
+    r.observe_pod("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=True)
+    assert ("ns", "j") in r._pods  # another pod's deletion
+    r.observe_pod("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=True)
+    assert ("ns", "j") not in r._pods
