@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -324,12 +324,18 @@ class Runner:
             before = run.status
             status, actions = decide(run, obs)
             early: asyncio.Task[ModelReply | ModelUnavailable] | None = None
+            create: CreateJob | None = None
+            then: Callable[[], None] | None = None
             if status != before:
                 # A model call changes nothing in the cluster: it starts together with the
                 # status write before it, not after it. A failed write drops its answer.
                 early = self._early_model_call(run, status, actions, config)
+                create = next((a for a in actions if isinstance(a, CreateJob)), None)
+                if create is not None and isinstance(config, Config):
+                    decided = run.model_copy(update={"status": status})
+                    then = self._job_creator(decided, config, create)
                 try:
-                    written = await self._persist(state, body, status)
+                    written = await self._persist(state, body, status, then)
                 except BaseException:
                     _discard(early)
                     raise
@@ -350,6 +356,12 @@ class Runner:
                 run = run.model_copy(update={"status": status})
                 if status.phase != before.phase and isinstance(config, Config):
                     notify.on_phase_change(self.api, run, config.agent, before.phase, self._tasks)
+            created: JobObservation | None = None
+            if then is not None and create is not None:
+                # Created right after the write, in the same worker thread.
+                actions = [a for a in actions if a is not create]
+                state.jobs_seen.add(create.name)
+                created = JobObservation(name=create.name, phase=JobPhase.RUNNING)
             if early is not None:
                 actions = [a for a in actions if not isinstance(a, CallModel)]
             produced, body = await self._act(
@@ -357,6 +369,8 @@ class Runner:
             )
             if early is not None:
                 produced = {**(produced or {}), "model": await early}
+            if created is not None:
+                produced = {**(produced or {}), "job": created}
             if produced is None:
                 return
             obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
@@ -385,9 +399,15 @@ class Runner:
         )
 
     async def _persist(
-        self, state: _RunState, body: dict[str, Any], status: AgentRunStatus
+        self,
+        state: _RunState,
+        body: dict[str, Any],
+        status: AgentRunStatus,
+        then: Callable[[], None] | None = None,
     ) -> dict[str, Any] | None:
-        """Writes status, only onto the version decided from; the new body, None on a 409."""
+        """Writes status, only onto the version decided from; the new body, None on a 409.
+        `then` runs in the same worker thread once the write succeeded: one trip through the
+        event loop fewer for the effect the write records."""
         meta = body["metadata"]
         before = to_wire(body.get("status") or {})
         after = to_wire(status.model_dump(mode="json"))
@@ -397,21 +417,29 @@ class Runner:
             if key not in after and key != "kopf":
                 patch[key] = None
         if not patch:
+            if then is not None:
+                await asyncio.to_thread(then)
             return body
+        ns, name, version = meta["namespace"], meta["name"], _version(body)
+
+        def write() -> tuple[dict[str, Any], Exception | None]:
+            done = kube.patch_run_status(self.api, ns, name, patch, version)
+            try:
+                if then is not None:
+                    then()
+            except Exception as err:  # the write stands; the effect is retried from it
+                return done, err
+            return done, None
+
         try:
-            written = await asyncio.to_thread(
-                kube.patch_run_status,
-                self.api,
-                meta["namespace"],
-                meta["name"],
-                patch,
-                _version(body),
-            )
+            written, failed = await asyncio.to_thread(write)
         except ApiException as err:
             if err.status == 409:
                 return None
             raise
         self._wrote(state, written)
+        if failed is not None:
+            raise failed
         return written
 
     # ------------------------------------------------------------ observations
@@ -606,6 +634,11 @@ class Runner:
         return produced or None, body
 
     async def _create_job(self, run: AgentRun, config: Config, action: CreateJob) -> JobObservation:
+        await asyncio.to_thread(self._job_creator(run, config, action))
+        return JobObservation(name=action.name, phase=JobPhase.RUNNING)
+
+    def _job_creator(self, run: AgentRun, config: Config, action: CreateJob) -> Callable[[], None]:
+        """The Job's creation, as a call for a worker thread."""
         manifest = jobs.build_job(
             run_name=run.metadata["name"],
             run_namespace=run.metadata["namespace"],
@@ -618,16 +651,19 @@ class Runner:
             action_hash=action.actionHash,
             default_image=self.settings.tool_image,
         )
-        faults.crash_point(faults.BEFORE_JOB_CREATE)
-        await asyncio.to_thread(kube.create_job, self.api, manifest)
-        log.info(
-            "Created Job %s/%s for step %d (%s)",
-            run.metadata["namespace"],
-            action.name,
-            action.step,
-            action.tool,
-        )
-        return JobObservation(name=action.name, phase=JobPhase.RUNNING)
+
+        def create() -> None:
+            faults.crash_point(faults.BEFORE_JOB_CREATE)
+            kube.create_job(self.api, manifest)
+            log.info(
+                "Created Job %s/%s for step %d (%s)",
+                run.metadata["namespace"],
+                action.name,
+                action.step,
+                action.tool,
+            )
+
+        return create
 
     async def _call_model(
         self, run: AgentRun, config: Config, action: CallModel
