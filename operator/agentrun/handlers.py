@@ -136,7 +136,7 @@ async def job_changed(
 async def pod_changed(
     type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    _runner(memo).observe_pod(namespace or "", dict(body), deleted=type == "DELETED")
+    _runner(memo).pods.observe(namespace or "", dict(body), deleted=type == "DELETED")
 
 
 @kopf.on.event(GROUP, VERSION, "agents")

@@ -53,6 +53,7 @@ from .core import (
 )
 from .model import ModelClient
 from .redaction import redact
+from .toolpods import ToolPods
 
 log = logging.getLogger("agentrun.runner")
 
@@ -60,7 +61,6 @@ MAX_ROUNDS = 50  # decide/act rounds per trigger; a guard against a logic loop
 MAX_TOOL_OUTPUT_BYTES = 900 * 1024  # AgentToolSpec.outputLimitBytes' maximum
 TRANSIENT_RETRY_SECONDS = 2.0
 ERROR_RETRY_SECONDS = 60.0  # an unexpected error: retried, slowly
-POD_DONE = ("Succeeded", "Failed")
 FINISHED = frozenset(p.value for p in TERMINAL_PHASES)
 
 
@@ -129,12 +129,9 @@ class Runner:
         self._runs: dict[str, _RunState] = {}
         # Agents and AgentTools as last seen by the operator's watch; a miss falls back to a GET.
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        # Tool pods as last seen by the watch, newest per (namespace, Job); a miss, or a pod
-        # not yet seen finished, falls back to a LIST.
-        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
-        # A tool pod's log, read as soon as the watch sees the pod finish: the Job's Complete
-        # condition (what steps the run) comes later, after the job controller's own round.
-        self._logs: dict[tuple[str, str], tuple[str, asyncio.Task[str]]] = {}
+        # Read past any tool's own output limit so the envelope line is never cut.
+        log_limit = max(settings.output_limit_bytes, MAX_TOOL_OUTPUT_BYTES + 64 * 1024)
+        self.pods = ToolPods(api, log_limit)
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -150,60 +147,6 @@ class Runner:
             self._objects.pop((kind, namespace, name), None)
         else:
             self._objects[(kind, namespace, name)] = body
-
-    def observe_pod(self, namespace: str, body: dict[str, Any], deleted: bool) -> None:
-        """Called from the watch of tool pods (selected by label on the server)."""
-        meta = body.get("metadata") or {}
-        job = (meta.get("labels") or {}).get("job-name")
-        if not job:
-            return
-        key, cached = (namespace, job), self._pods.get((namespace, job))
-        name = str(meta.get("name") or "")
-        same = cached is not None and cached["metadata"]["name"] == name
-        if deleted:
-            if same:
-                del self._pods[key]
-            read = self._logs.get(key)
-            if read is not None and read[0] == name:
-                del self._logs[key]
-                read[1].cancel()
-            return
-        created = meta.get("creationTimestamp") or ""
-        if cached is None or same or created >= cached["metadata"].get("creationTimestamp", ""):
-            # Only what a step reads: the name, for the log, and the status.
-            trimmed = {"name": name, "creationTimestamp": created}
-            status = body.get("status") or {}
-            self._pods[key] = {"metadata": trimmed, "status": status}
-            was = (cached or {}).get("status", {}).get("phase") if same else None
-            if was is not None and was not in POD_DONE and status.get("phase") in POD_DONE:
-                task = asyncio.get_running_loop().create_task(self._read_log(namespace, name))
-                # A failed early read is read again by the step; never an unretrieved error.
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
-                self._logs[key] = (name, task)
-
-    async def _read_log(self, namespace: str, pod: str) -> str:
-        # Read past any tool's own output limit so the envelope line is never cut.
-        limit = max(self.settings.output_limit_bytes, MAX_TOOL_OUTPUT_BYTES + 64 * 1024)
-        text: str = await asyncio.to_thread(kube.read_pod_log, self.api, namespace, pod, limit)
-        return text
-
-    async def _pod_log(self, namespace: str, job: str, pod: str) -> str:
-        read = self._logs.pop((namespace, job), None)
-        if read is not None and read[0] == pod:
-            try:
-                return await read[1]
-            except (ApiException, HTTPError, OSError, asyncio.CancelledError):
-                pass  # read again, now
-        return await self._read_log(namespace, pod)
-
-    async def _job_pod(self, namespace: str, job: str) -> dict[str, Any] | None:
-        pod = self._pods.pop((namespace, job), None)
-        if pod is not None and (pod.get("status") or {}).get("phase") in POD_DONE:
-            return pod
-        found: dict[str, Any] | None = await asyncio.to_thread(
-            kube.find_job_pod, self.api, namespace, job
-        )
-        return found
 
     async def _lookup(
         self, kind: str, namespace: str, name: str, fetch: Any
@@ -520,10 +463,10 @@ class Runner:
         state.jobs_seen.add(current.jobRef)
         if not jobs.job_finished(job):
             return JobObservation(name=current.jobRef, phase=JobPhase.RUNNING)
-        pod = await self._job_pod(namespace, current.jobRef)
+        pod = await self.pods.finished_pod(namespace, current.jobRef)
         text: str | None = None
         if pod is not None:
-            text = await self._pod_log(namespace, current.jobRef, pod["metadata"]["name"])
+            text = await self.pods.log(namespace, current.jobRef, pod["metadata"]["name"])
         if text:
             # Custom tools and crash logs bypass the tool runner's own masking.
             text = redact(text)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kubernetes import client as k8s
 
 from agentrun.model import ModelClient
 from agentrun.runner import Runner, Settings
+from agentrun.toolpods import ToolPods
 
 
 def runner() -> Runner:
@@ -63,13 +65,55 @@ def pod(name: str, created: str, phase: str = "Running") -> dict[str, Any]:
 
 
 def test_the_newest_pod_of_a_job_is_kept_trimmed_and_deletion_forgets_it() -> None:
-    r = runner()
-    r.observe_pod("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=False)
-    r.observe_pod("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=False)
-    kept = r._pods[("ns", "j")]
+    pods = ToolPods(k8s.ApiClient(), 1024)
+    pods.observe("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=False)
+    pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=False)
+    kept = pods._pods[("ns", "j")]
     assert kept["metadata"]["name"] == "j-new"
     assert "spec" not in kept
-    r.observe_pod("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=True)
-    assert ("ns", "j") in r._pods  # another pod's deletion
-    r.observe_pod("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=True)
-    assert ("ns", "j") not in r._pods
+    pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=True)
+    assert ("ns", "j") in pods._pods  # another pod's deletion
+    pods.observe("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=True)
+    assert ("ns", "j") not in pods._pods
+
+
+class CountingPods(ToolPods):
+    """ToolPods whose log reads are counted instead of sent (the cache logic is the subject)."""
+
+    def __init__(self) -> None:
+        super().__init__(k8s.ApiClient(), 1024)
+        self.reads: list[str] = []
+
+    async def _read_log(self, namespace: str, pod: str) -> str:
+        self.reads.append(pod)
+        return f"log of {pod}"
+
+
+def test_a_pod_seen_finishing_has_its_log_read_once_and_early() -> None:
+    async def scenario() -> tuple[list[str], str, list[str]]:
+        pods = CountingPods()
+        pods.observe("ns", pod("j-1", "t1", "Running"), deleted=False)
+        pods.observe("ns", pod("j-1", "t1", "Succeeded"), deleted=False)
+        await asyncio.sleep(0)  # the early read runs as soon as the loop is free
+        early = list(pods.reads)
+        finished = await pods.finished_pod("ns", "j")
+        assert finished is not None and finished["metadata"]["name"] == "j-1"
+        text = await pods.log("ns", "j", "j-1")
+        return early, text, pods.reads
+
+    early, text, reads = asyncio.run(scenario())
+    assert early == ["j-1"]
+    assert text == "log of j-1"
+    assert reads == ["j-1"]  # the step used the early read, not a second one
+
+
+def test_a_pod_first_seen_finished_is_read_when_the_step_asks() -> None:
+    async def scenario() -> list[str]:
+        pods = CountingPods()
+        pods.observe("ns", pod("j-1", "t1", "Succeeded"), deleted=False)  # e.g. at start-up
+        await asyncio.sleep(0)
+        assert pods.reads == []
+        assert await pods.log("ns", "j", "j-1") == "log of j-1"
+        return pods.reads
+
+    assert asyncio.run(scenario()) == ["j-1"]
