@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -47,16 +46,20 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from agentrun import rawapi
+from agentrun.kube import MERGE_PATCH
 from benchmarks import bare_kopf
 from benchmarks.step_overhead import (
     LABEL_RUN,
     Observed,
+    Sample,
     Watcher,
     loadavg,
     machine,
     new_api,
     pct,
     request_counts,
+    request_samples,
 )
 from tests.cluster import LocalCluster
 from tests.modelserver import ScriptedModelServer
@@ -82,7 +85,6 @@ SCRIPT: list[dict[str, Any]] = [
 TOOL_STEPS = (1, 2)
 STEPS = len(SCRIPT)
 BARE_MODES = ("default", "status")
-MERGE_PATCH = "application/merge-patch+json"
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "node")
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -100,39 +102,15 @@ def fmt_ms(seconds: float) -> str:
 
 
 def merge_patch(api: k8s.ApiClient, path: str, body: dict[str, Any]) -> None:
-    resp = api.call_api(
-        *api.param_serialize(
-            "PATCH",
-            path,
-            header_params={"Accept": "application/json", "Content-Type": MERGE_PATCH},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-    )
-    resp.read()
-    if not 200 <= resp.status <= 299:
-        raise RuntimeError(f"PATCH {path}: HTTP {resp.status}: {resp.data[:300]!r}")
+    rawapi.send(api, "PATCH", path, body, content_type=MERGE_PATCH)
 
 
-_DURATION = re.compile(r"^apiserver_request_duration_seconds_(sum|count)\{([^}]*)\} ([0-9.e+]+)$")
-
-
-def request_seconds(api: k8s.ApiClient) -> dict[tuple[str, str], list[float]]:
+def request_seconds(samples: list[Sample]) -> dict[tuple[str, str], list[float]]:
     """apiserver_request_duration_seconds [sum, count] by (verb, resource[/subresource])."""
-    resp = api.call_api(
-        *api.param_serialize("GET", "/metrics", header_params={}, auth_settings=["BearerToken"])
-    )
-    resp.read()
     out: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for line in resp.data.decode().splitlines():
-        m = _DURATION.match(line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
-        res = labels.get("resource", "")
-        if labels.get("subresource"):
-            res += "/" + labels["subresource"]
-        out[(labels.get("verb", ""), res)][0 if m.group(1) == "sum" else 1] += float(m.group(3))
+    for metric, key, value in samples:
+        if metric.startswith("apiserver_request_duration_seconds_"):
+            out[key][0 if metric.endswith("_sum") else 1] += value
     return out
 
 
@@ -572,8 +550,8 @@ class Scale:
         metrics_api = new_api(self.cluster.kubeconfig)
         names = [f"r{n}-{i:04d}" for i in range(n)]
         res.load_start = loadavg()
-        before_req = request_counts(metrics_api)
-        before_sec = request_seconds(metrics_api)
+        before = request_samples(metrics_api)
+        before_req, before_sec = request_counts(before), request_seconds(before)
         before_cpu = self.cpu_now()
         under_load = LoadSampler(self.bare["status"]).start()
         profiler = self._profile(op.proc.pid, n)
@@ -623,8 +601,8 @@ class Scale:
                     profiler.wait(5)
             res.bare_load = under_load.stop()
             after_cpu = self.cpu_now()
-            after_req = request_counts(metrics_api)
-            after_sec = request_seconds(metrics_api)
+            after = request_samples(metrics_api)
+            after_req, after_sec = request_counts(after), request_seconds(after)
             res.load_end = loadavg()
             mem = rss.stop()
             res.rss_peak = mem.get("VmHWM", float("nan"))

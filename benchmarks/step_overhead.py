@@ -405,25 +405,38 @@ def baseline_watch(cluster: LocalCluster, samples: int) -> tuple[list[float], li
 # ---------------------------------------------------------------- apiserver request counts
 
 
-_METRIC = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
+_SAMPLE = re.compile(
+    r"^(apiserver_request_total|apiserver_request_duration_seconds_(?:sum|count))"
+    r"\{([^}]*)\} ([0-9.e+]+)$"
+)
+Sample = tuple[str, tuple[str, str], float]  # metric, (verb, resource[/subresource]), value
 
 
-def request_counts(api: k8s.ApiClient) -> Counter[tuple[str, str]]:
-    """apiserver_request_total by (verb, resource[/subresource]), from /metrics."""
+def request_samples(api: k8s.ApiClient) -> list[Sample]:
+    """The apiserver's per-request counters and durations, one read of /metrics."""
     resp = api.call_api(
         *api.param_serialize("GET", "/metrics", header_params={}, auth_settings=["BearerToken"])
     )
     resp.read()
-    counts: Counter[tuple[str, str]] = Counter()
+    samples: list[Sample] = []
     for line in resp.data.decode().splitlines():
-        m = _METRIC.match(line)
+        m = _SAMPLE.match(line)
         if not m:
             continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
         res = labels.get("resource", "")
         if labels.get("subresource"):
             res += "/" + labels["subresource"]
-        counts[(labels.get("verb", ""), res)] += int(float(m.group(2)))
+        samples.append((m.group(1), (labels.get("verb", ""), res), float(m.group(3))))
+    return samples
+
+
+def request_counts(samples: list[Sample]) -> Counter[tuple[str, str]]:
+    """apiserver_request_total by (verb, resource[/subresource])."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for metric, key, value in samples:
+        if metric == "apiserver_request_total":
+            counts[key] += int(value)
     return counts
 
 
@@ -657,10 +670,10 @@ def _bench(
             return 1
 
     metrics_api = new_api(cluster.kubeconfig)
-    before = request_counts(metrics_api)
+    before = request_counts(request_samples(metrics_api))
     say(f"\nSequential: {args.runs} runs, one at a time")
     results, elapsed = bench.many("seq", args.runs, 1)
-    after = request_counts(metrics_api)
+    after = request_counts(request_samples(metrics_api))
     failed += sum(not r.ok for r in results)
     table("Sequential", results, elapsed, patch_median)
     print_counts(after - before, args.runs)
