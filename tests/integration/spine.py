@@ -50,6 +50,21 @@ WORKLOAD = {
 READ = {"tool": "k8s-get", "arguments": {"kind": "Deployment", "name": "web"}}
 
 
+def shell_tool(name: str, script: str, timeout: int = 30, description: str = "") -> dict[str, Any]:
+    """A read tool whose Job runs a shell script instead of a built-in (cheap: no Python)."""
+    return {
+        "apiVersion": "agentrun.dev/v1alpha1",
+        "kind": "AgentTool",
+        "metadata": {"name": name},
+        "spec": {
+            "description": description or f"fault tool {name}",
+            "effect": "read",
+            "command": ["sh", "-c", script],
+            "timeoutSeconds": timeout,
+        },
+    }
+
+
 def done(answer: str = "All done.") -> dict[str, Any]:
     return {"done": answer}
 

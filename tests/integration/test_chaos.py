@@ -27,7 +27,7 @@ import pytest
 from agentrun.api import LABEL_RUN, LABEL_STEP, LABEL_TOOL
 from agentrun.jobs import ANNOTATION_ACTION_HASH
 from tests.cluster.kube import ApiError, KubeClient
-from tests.integration.spine import TERMINAL, WORKLOAD, Spine, done
+from tests.integration.spine import TERMINAL, WORKLOAD, Spine, done, shell_tool
 from tests.support import stack
 from tests.support.stack import OperatorProcess
 
@@ -44,18 +44,8 @@ WRITE_TOOL = "rollout-restart"
 
 
 def _read_tool(name: str, seconds: float) -> dict[str, Any]:
-    """A cheap read tool: a shell, no Python start-up per Job."""
-    return {
-        "apiVersion": "agentrun.dev/v1alpha1",
-        "kind": "AgentTool",
-        "metadata": {"name": name},
-        "spec": {
-            "description": f"Reads web's state ({name}).",
-            "effect": "read",
-            "command": ["sh", "-c", f"sleep {seconds}; echo 'deployment web: 0/0 ready, fine'"],
-            "timeoutSeconds": 60,
-        },
-    }
+    script = f"sleep {seconds}; echo 'deployment web: 0/0 ready, fine'"
+    return shell_tool(name, script, timeout=60, description=f"Reads web's state ({name}).")
 
 
 QUICK = "quick-read"

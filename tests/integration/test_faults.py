@@ -8,24 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.spine import READ, Spine, condition, done, thread_types
+from tests.integration.spine import READ, Spine, condition, done, shell_tool, thread_types
 from tests.support import stack
 from tests.support.stack import OperatorProcess
-
-
-def tool(name: str, script: str, timeout: int = 30) -> dict[str, Any]:
-    """A read tool whose Job runs a shell script instead of a built-in."""
-    return {
-        "apiVersion": "agentrun.dev/v1alpha1",
-        "kind": "AgentTool",
-        "metadata": {"name": name},
-        "spec": {
-            "description": f"fault tool {name}",
-            "effect": "read",
-            "command": ["sh", "-c", script],
-            "timeoutSeconds": timeout,
-        },
-    }
 
 
 def add_tools(spine: Spine, *tools: dict[str, Any]) -> None:
@@ -101,7 +86,7 @@ def test_truncated_json_arguments_are_an_error_the_model_sees(spine: Spine) -> N
 
 def test_a_tool_that_fails_is_an_error_with_its_exit_code(spine: Spine) -> None:
     spine.setup([call("crash"), done()])
-    add_tools(spine, tool("crash", "echo 'panic: nil map' >&2; exit 3"))
+    add_tools(spine, shell_tool("crash", "echo 'panic: nil map' >&2; exit 3"))
     spine.start()
     status = spine.wait_phase("Succeeded")
     error = status["thread"][1]
@@ -112,7 +97,7 @@ def test_a_tool_that_fails_is_an_error_with_its_exit_code(spine: Spine) -> None:
 
 def test_a_tool_past_its_deadline_is_stopped_and_reported(spine: Spine) -> None:
     spine.setup([call("hang"), done()])
-    add_tools(spine, tool("hang", "sleep 120", timeout=2))
+    add_tools(spine, shell_tool("hang", "sleep 120", timeout=2))
     spine.start()
     status = spine.wait_phase("Succeeded", timeout=90)
     assert "timed out after 2s" in status["thread"][1]["content"]
@@ -120,7 +105,7 @@ def test_a_tool_past_its_deadline_is_stopped_and_reported(spine: Spine) -> None:
 
 def test_a_job_deleted_by_hand_is_reported_and_not_run_again(spine: Spine) -> None:
     spine.setup([call("slow"), done()])
-    add_tools(spine, tool("slow", "sleep 20"))
+    add_tools(spine, shell_tool("slow", "sleep 20"))
     spine.start()
     job = spine.wait(lambda: spine.jobs(), "the Job")[0]["metadata"]["name"]
     spine.cluster.kubectl("delete", "job", job, "-n", spine.namespace, "--wait=false")
@@ -131,7 +116,7 @@ def test_a_job_deleted_by_hand_is_reported_and_not_run_again(spine: Spine) -> No
 
 def test_a_tool_printing_5_mb_is_bounded_everywhere(spine: Spine) -> None:
     spine.setup([call("flood"), done()])
-    add_tools(spine, tool("flood", "head -c 5000000 /dev/zero | tr '\\0' x; echo"))
+    add_tools(spine, shell_tool("flood", "head -c 5000000 /dev/zero | tr '\\0' x; echo"))
     spine.start()
     status = spine.wait_phase("Succeeded", timeout=90)
     result = status["thread"][1]
@@ -145,7 +130,7 @@ def test_a_tool_printing_5_mb_is_bounded_everywhere(spine: Spine) -> None:
 
 def test_non_utf8_tool_output_is_kept_readable(spine: Spine) -> None:
     spine.setup([call("binary"), done()])
-    add_tools(spine, tool("binary", "printf 'ok \\377\\376 bytes\\n'"))
+    add_tools(spine, shell_tool("binary", "printf 'ok \\377\\376 bytes\\n'"))
     spine.start()
     status = spine.wait_phase("Succeeded")
     assert "bytes" in status["thread"][1]["content"]
