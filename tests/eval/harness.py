@@ -62,6 +62,7 @@ from agentrun.jobs import Envelope, compact_result
 from agentrun.naming import canonical_json, output_name
 from agentrun.prompts import Prompt, load_prompt
 from agentrun.tokens import estimate, estimate_request
+from tests.modelserver.server import entry_message
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = Path(__file__).resolve().parent
@@ -370,29 +371,6 @@ async def drive(
 # ---------------------------------------------------------------- models
 
 
-def entry_message(entry: dict[str, Any], step: int) -> dict[str, Any]:
-    """A recorded answer (the scripted model server's entry format) as an assistant message."""
-    calls: list[tuple[str, str]] = []
-    if "tool" in entry:
-        calls.append((str(entry["tool"]), json.dumps(entry.get("arguments") or {})))
-    if "done" in entry:
-        calls.append(("done", json.dumps({"answer": str(entry["done"])})))
-    for raw in entry.get("raw_tool_calls") or []:
-        args = raw.get("arguments", "")
-        calls.append((str(raw["name"]), args if isinstance(args, str) else json.dumps(args)))
-    message: dict[str, Any] = {"role": "assistant", "content": entry.get("text")}
-    if calls:
-        message["tool_calls"] = [
-            {
-                "id": f"call_{step}_{i}",
-                "type": "function",
-                "function": {"name": name, "arguments": args},
-            }
-            for i, (name, args) in enumerate(calls)
-        ]
-    return message
-
-
 def recorded_model(case: Case) -> ModelFn:
     """The replay model: the recording's answer for each step, parsed by toolcall."""
     entries: list[dict[str, Any]] = case.recording.get("model") or []
@@ -408,7 +386,7 @@ def recorded_model(case: Case) -> ModelFn:
             entry = entries[step - 1]
         else:
             entry = {"done": f"recording ended (case {case.name}, step {step})"}
-        message = entry_message(entry, step)
+        message = entry_message(entry, lambda i: f"call_{step}_{i}")
         action = toolcall.parse_reply(ChatCompletionMessage.model_validate(message), config.tools)
         prompt_tokens = estimate_request(messages, definitions)
         completion_tokens = estimate(json.dumps(message))

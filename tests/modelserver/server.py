@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -175,7 +176,9 @@ def _error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": str(code)}}
 
 
-def _completion(model: str, messages: list[Any], entry: Entry) -> dict[str, Any]:
+def entry_message(entry: Entry, call_id: Callable[[int], str]) -> dict[str, Any]:
+    """A script entry as the assistant message a model would answer; call_id(i) names the
+    i-th tool call. The eval harness replays recordings through this too."""
     calls: list[tuple[str, str]] = []
     if "tool" in entry:
         calls.append((str(entry["tool"]), json.dumps(entry.get("arguments") or {})))
@@ -189,13 +192,15 @@ def _completion(model: str, messages: list[Any], entry: Entry) -> dict[str, Any]
     message: dict[str, Any] = {"role": "assistant", "content": entry.get("text")}
     if calls:
         message["tool_calls"] = [
-            {
-                "id": f"call_{uuid.uuid4().hex[:12]}",
-                "type": "function",
-                "function": {"name": name, "arguments": args},
-            }
-            for name, args in calls
+            {"id": call_id(i), "type": "function", "function": {"name": name, "arguments": args}}
+            for i, (name, args) in enumerate(calls)
         ]
+    return message
+
+
+def _completion(model: str, messages: list[Any], entry: Entry) -> dict[str, Any]:
+    message = entry_message(entry, lambda _: f"call_{uuid.uuid4().hex[:12]}")
+    calls = message.get("tool_calls")
     prompt_chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
     prompt_tokens = max(1, prompt_chars // 4)
     completion_tokens = max(1, len(json.dumps(message)) // 4)
