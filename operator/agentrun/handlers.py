@@ -27,10 +27,9 @@ from .runner import Runner, Settings
 RUNS = (GROUP, VERSION, "agentruns")
 RESTART_SECONDS = 3
 log = logging.getLogger("agentrun.operator")
-KOPF_PREFIX = f"kopf.{GROUP}"
 SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
-log = logging.getLogger("agentrun.admission")
+admission_log = logging.getLogger("agentrun.admission")
 _approver_role = admission.DEFAULT_APPROVER_ROLE  # named in refusals; set from the flags
 
 
@@ -55,12 +54,8 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Should a change handler ever be added: kopf's bookkeeping lives under our domain, but
-    # not under agentrun.dev/ itself (kopf ignores every annotation under its own prefix,
-    # and approvals must be seen as changes).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    # Event handlers only: kopf keeps no progress, finalizer or diff-base on our objects.
     settings.persistence.diffbase_storage = _NoDiffBase()
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Only the Jobs and pods of tool calls, selected by the API server: not every Job and pod.
     settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_RUN
     settings.watching.label_selectors["v1", "pods"] = LABEL_RUN
@@ -202,7 +197,7 @@ async def validate_run(
         )
         if not allowed:
             problems.append(admission.refusal(user, ns, keys, _approver_role, why))
-        log.info(
+        admission_log.info(
             "%s %s on %s/%s by %s",
             "Allowed" if allowed else "Refused",
             ",".join(keys),
@@ -285,7 +280,7 @@ def _configure_admission(settings: kopf.OperatorSettings, opts: admission.Webhoo
             addr=opts.addr or "0.0.0.0", port=opts.port, certfile=opts.cert, pkeyfile=opts.key
         )
         settings.admission.managed = None
-    log.info("Admission webhooks on port %d (%s)", opts.port, opts.mode.value)
+    admission_log.info("Admission webhooks on port %d (%s)", opts.port, opts.mode.value)
 
 
 def _enable_admission(opts: admission.WebhookOptions) -> None:
