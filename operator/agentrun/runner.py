@@ -270,12 +270,12 @@ class Runner:
             create: CreateJob | None = None
             then: Callable[[], None] | None = None
             if status != before:
+                decided = run.model_copy(update={"status": status})
                 # A model call changes nothing in the cluster: it starts together with the
                 # status write before it, not after it. A failed write drops its answer.
-                early = self._early_model_call(run, status, actions, config)
+                early = self._early_model_call(decided, actions, config)
                 create = next((a for a in actions if isinstance(a, CreateJob)), None)
                 if create is not None and isinstance(config, Config):
-                    decided = run.model_copy(update={"status": status})
                     then = self._job_creator(decided, config, create)
                 try:
                     written = await self._persist(state, body, status, then)
@@ -296,7 +296,7 @@ class Runner:
                 body = written
                 await self._outputs_stored(state)
                 self._account(run, before, status)
-                run = run.model_copy(update={"status": status})
+                run = decided
                 if status.phase != before.phase and isinstance(config, Config):
                     notify.on_phase_change(self.api, run, config.agent, before.phase, self._tasks)
             created: JobObservation | None = None
@@ -320,12 +320,11 @@ class Runner:
         log.error("Run %s/%s did not settle after %d rounds", namespace, name, MAX_ROUNDS)
 
     def _early_model_call(
-        self, run: AgentRun, status: AgentRunStatus, actions: list[Action], config: Any
+        self, decided: AgentRun, actions: list[Action], config: Any
     ) -> asyncio.Task[ModelReply | ModelUnavailable] | None:
         call = next((a for a in actions if isinstance(a, CallModel)), None)
         if call is None or not isinstance(config, Config):
             return None
-        decided = run.model_copy(update={"status": status})
         return asyncio.get_running_loop().create_task(self._call_model(decided, config, call))
 
     def _account(self, run: AgentRun, before: AgentRunStatus, after: AgentRunStatus) -> None:
