@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from . import admission, jobs, metrics
+from . import admission, jobs, metrics, restart
 from . import receiver as alert_receiver
 from .api import GROUP, LABEL_RUN, VERSION
 from .model import ModelClient
@@ -26,6 +25,7 @@ from .runner import Runner, Settings
 
 RUNS = (GROUP, VERSION, "agentruns")
 RESTART_SECONDS = 3
+STOP_GRACE_SECONDS = 15  # kopf's own stop takes ~5 s: its handlers' grace and queue draining
 log = logging.getLogger("agentrun.operator")
 SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
@@ -351,24 +351,17 @@ def run(
     if not verbose:
         # kopf logs every handler call; the runner logs each transition instead.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    while True:
-        try:
-            kopf.run(
-                standalone=not peering,
-                peering_name=peering or None,
-                priority=priority,
-                clusterwide=not namespaces,
-                namespaces=namespaces,
-                liveness_endpoint=liveness,
-            )
-            return  # stopped by a signal
-        except Exception as err:
-            # Right after an apiserver restart, custom resource paths answer 404 for a moment
-            # and kopf's watchers give up; all state is in status, so starting over is safe.
-            log.error(
-                "Operator stopped on %s: %s; restarting in %ss",
-                type(err).__name__,
-                err,
-                RESTART_SECONDS,
-            )
-            time.sleep(RESTART_SECONDS)
+    restart.watch_kopf(STOP_GRACE_SECONDS)
+    try:
+        kopf.run(
+            standalone=not peering,
+            peering_name=peering or None,
+            priority=priority,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness,
+        )
+    except Exception as err:
+        # Right after an apiserver restart, custom resource paths answer 404 for a moment
+        # and kopf's watchers give up. The pause lets the apiserver finish starting.
+        restart.reexec(f"{type(err).__name__}: {err}", RESTART_SECONDS)

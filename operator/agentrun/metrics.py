@@ -99,8 +99,8 @@ _served: list[RunsCollector] = []
 def serve(address: str, collector: RunsCollector) -> None:
     """Starts the /metrics endpoint in a thread, e.g. address "0.0.0.0:9090".
 
-    Once per process: when the operator restarts in-process, the new runner's view replaces
-    the old one behind the same endpoint.
+    Once per process: when kopf runs the startup handler again after a failure, the new
+    runner's view replaces the old one behind the same endpoint.
     """
     if _served:
         _served[0].snapshot, _served[0].now = collector.snapshot, collector.now
