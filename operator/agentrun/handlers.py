@@ -24,6 +24,7 @@ from .model import ModelClient
 from .runner import Runner, Settings
 
 RUNS = (GROUP, VERSION, "agentruns")
+POD_FINISHED = "status.phase!=Pending,status.phase!=Running"
 RESTART_SECONDS = 3
 STOP_GRACE_SECONDS = 15  # kopf's own stop takes ~5 s: its handlers' grace and queue draining
 log = logging.getLogger("agentrun.operator")
@@ -59,6 +60,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Only the Jobs and pods of tool calls, selected by the API server: not every Job and pod.
     settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_RUN
     settings.watching.label_selectors["v1", "pods"] = LABEL_RUN
+    # Of the pods, only finished ones: one event per tool pod instead of one per status change.
+    settings.watching.field_selectors["v1", "pods"] = POD_FINISHED
     # Events are posted deliberately by the runner, one per transition, not per log line.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
@@ -131,7 +134,7 @@ async def job_changed(
 async def pod_changed(
     type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    _runner(memo).pods.observe(namespace or "", dict(body), deleted=type == "DELETED")
+    _runner(memo).pods.observe(namespace or "", dict(body), type)
 
 
 @kopf.on.event(GROUP, VERSION, "agents")

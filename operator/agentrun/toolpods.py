@@ -24,8 +24,9 @@ class ToolPods:
         # condition (what steps the run) comes later, after the job controller's own round.
         self._logs: dict[tuple[str, str], tuple[str, asyncio.Task[str]]] = {}
 
-    def observe(self, namespace: str, body: dict[str, Any], deleted: bool) -> None:
-        """Called from the watch of tool pods (selected by label on the server)."""
+    def observe(self, namespace: str, body: dict[str, Any], event: str | None) -> None:
+        """Called from the watch of finished tool pods (selected on the server by label and
+        phase: a pod comes in ADDED when it finishes); `event` is None for the listing."""
         meta = body.get("metadata") or {}
         job = (meta.get("labels") or {}).get("job-name")
         if not job:
@@ -33,7 +34,7 @@ class ToolPods:
         key, cached = (namespace, job), self._pods.get((namespace, job))
         name = str(meta.get("name") or "")
         same = cached is not None and cached["metadata"]["name"] == name
-        if deleted:
+        if event == "DELETED":
             if same:
                 del self._pods[key]
             read = self._logs.get(key)
@@ -48,7 +49,8 @@ class ToolPods:
             status = body.get("status") or {}
             self._pods[key] = {"metadata": trimmed, "status": status}
             was = (cached or {}).get("status", {}).get("phase") if same else None
-            if was is not None and was not in POD_DONE and status.get("phase") in POD_DONE:
+            # Not for pods listed at start-up: their runs may be long past.
+            if event is not None and was not in POD_DONE and status.get("phase") in POD_DONE:
                 task = asyncio.get_running_loop().create_task(self._read_log(namespace, name))
                 # A failed early read is read again by the step; never an unretrieved error.
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())

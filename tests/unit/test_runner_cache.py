@@ -66,14 +66,14 @@ def pod(name: str, created: str, phase: str = "Running") -> dict[str, Any]:
 
 def test_the_newest_pod_of_a_job_is_kept_trimmed_and_deletion_forgets_it() -> None:
     pods = ToolPods(k8s.ApiClient(), 1024)
-    pods.observe("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=False)
-    pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=False)
+    pods.observe("ns", pod("j-new", "2026-01-01T00:00:02Z"), "ADDED")
+    pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), "ADDED")
     kept = pods._pods[("ns", "j")]
     assert kept["metadata"]["name"] == "j-new"
     assert "spec" not in kept
-    pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), deleted=True)
+    pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), "DELETED")
     assert ("ns", "j") in pods._pods  # another pod's deletion
-    pods.observe("ns", pod("j-new", "2026-01-01T00:00:02Z"), deleted=True)
+    pods.observe("ns", pod("j-new", "2026-01-01T00:00:02Z"), "DELETED")
     assert ("ns", "j") not in pods._pods
 
 
@@ -92,8 +92,9 @@ class CountingPods(ToolPods):
 def test_a_pod_seen_finishing_has_its_log_read_once_and_early() -> None:
     async def scenario() -> tuple[list[str], str, list[str]]:
         pods = CountingPods()
-        pods.observe("ns", pod("j-1", "t1", "Running"), deleted=False)
-        pods.observe("ns", pod("j-1", "t1", "Succeeded"), deleted=False)
+        pods.observe("ns", pod("j-1", "t1", "Running"), "ADDED")
+        pods.observe("ns", pod("j-1", "t1", "Succeeded"), "MODIFIED")
+        pods.observe("ns", pod("j-1", "t1", "Succeeded"), "MODIFIED")  # seen done again
         await asyncio.sleep(0)  # the early read runs as soon as the loop is free
         early = list(pods.reads)
         finished = await pods.finished_pod("ns", "j")
@@ -107,10 +108,22 @@ def test_a_pod_seen_finishing_has_its_log_read_once_and_early() -> None:
     assert reads == ["j-1"]  # the step used the early read, not a second one
 
 
-def test_a_pod_first_seen_finished_is_read_when_the_step_asks() -> None:
+def test_a_pod_first_seen_finished_by_the_watch_is_read_early() -> None:
     async def scenario() -> list[str]:
         pods = CountingPods()
-        pods.observe("ns", pod("j-1", "t1", "Succeeded"), deleted=False)  # e.g. at start-up
+        # The watch selects finished pods only: a pod arrives ADDED when it finishes.
+        pods.observe("ns", pod("j-1", "t1", "Failed"), "ADDED")
+        await asyncio.sleep(0)
+        assert await pods.log("ns", "j", "j-1") == "log of j-1"
+        return pods.reads
+
+    assert asyncio.run(scenario()) == ["j-1"]
+
+
+def test_a_pod_listed_finished_at_start_up_is_read_when_the_step_asks() -> None:
+    async def scenario() -> list[str]:
+        pods = CountingPods()
+        pods.observe("ns", pod("j-1", "t1", "Succeeded"), None)  # listed at start-up
         await asyncio.sleep(0)
         assert pods.reads == []
         assert await pods.log("ns", "j", "j-1") == "log of j-1"
