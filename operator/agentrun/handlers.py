@@ -81,7 +81,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.runner = runner = Runner(
         api,
         ModelClient(),
-        Settings(tool_image=os.environ.get("AGENTRUN_TOOL_IMAGE", Settings.tool_image)),
+        Settings(
+            tool_image=os.environ.get("AGENTRUN_TOOL_IMAGE", Settings.tool_image),
+            coalesce_seconds=float(
+                os.environ.get("AGENTRUN_COALESCE_SECONDS", Settings.coalesce_seconds)
+            ),
+        ),
     )
 
     # The alert receiver runs in-process when configured (its own Deployment is the default).

@@ -68,6 +68,12 @@ FINISHED = frozenset(p.value for p in TERMINAL_PHASES)
 class Settings:
     tool_image: str = "ghcr.io/agentrun/agentrun:0.1.0"
     output_limit_bytes: int = 512 * 1024
+    # How long a step waits for a model answer to write it together with the record that
+    # asked for it (see Runner._coalesce); 0 writes each round at once.
+    coalesce_seconds: float = 0.25
+
+
+ModelCall = asyncio.Task[ModelReply | ModelUnavailable]
 
 
 @dataclass
@@ -117,6 +123,25 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, list):
         return [to_wire(v) for v in value]
     return value
+
+
+def merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning `before` into `after`: changed keys only, None
+    for a removed key, at every depth, since a merge patch merges nested objects (a key left
+    out of a nested object is kept, not dropped). Lists are replaced whole."""
+    patch: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif old != value:
+            patch[key] = value
+    for key in before:
+        if key not in after:
+            patch[key] = None
+    return patch
 
 
 class Runner:
@@ -244,7 +269,6 @@ class Runner:
         self, state: _RunState, body: dict[str, Any], job_hint: dict[str, Any] | None
     ) -> None:
         meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
         try:
             run = _parse(body)
         except ValidationError as err:
@@ -263,42 +287,82 @@ class Runner:
             self._resolve(run), self._observe_job(state, run, job_hint)
         )
         obs = Observations(now=_now(), config=config, deleting=deleting, job=job)
+        asked: dict[int, ModelCall] = {}  # this trigger's model calls, by step
+        try:
+            await self._rounds(state, body, run, obs, asked)
+        finally:
+            for call in asked.values():
+                if not call.done():
+                    _discard(call)
+
+    async def _rounds(
+        self,
+        state: _RunState,
+        body: dict[str, Any],
+        run: AgentRun,
+        obs: Observations,
+        asked: dict[int, ModelCall],
+    ) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        config, deleting = obs.config, obs.deleting
+        # Rounds decided but not yet written (see _coalesce), the observations the first of
+        # them was decided from, and their Events, posted once the write has landed.
+        unwritten: list[tuple[AgentRun, AgentRunStatus]] = []
+        since = obs
+        deferred: list[Action] = []
         for _ in range(MAX_ROUNDS):
+            if not unwritten:
+                since = obs
             before = run.status
             status, actions = decide(run, obs)
-            early: asyncio.Task[ModelReply | ModelUnavailable] | None = None
+            early: ModelCall | None = None
             create: CreateJob | None = None
             then: Callable[[], None] | None = None
             if status != before:
                 decided = run.model_copy(update={"status": status})
                 # A model call changes nothing in the cluster: it starts together with the
-                # status write before it, not after it. A failed write drops its answer.
-                early = self._early_model_call(decided, actions, config)
+                # status write before it, not after it.
+                early = self._early_model_call(decided, actions, config, asked)
+                if early is not None and await self._coalesce(early, actions):
+                    unwritten.append((decided, before))
+                    deferred += [a for a in actions if not isinstance(a, CallModel)]
+                    run = decided
+                    obs = Observations(
+                        now=_now(), config=config, deleting=deleting, model=early.result()
+                    )
+                    continue
                 create = next((a for a in actions if isinstance(a, CreateJob)), None)
                 if create is not None and isinstance(config, Config):
                     then = self._job_creator(decided, config, create)
-                try:
-                    written = await self._persist(state, body, status, then)
-                except BaseException:
-                    _discard(early)
-                    raise
+                written = await self._persist(state, body, status, then)
                 if written is None:
-                    _discard(early)
                     # Someone else changed the run since the body we decided from (a 409):
-                    # decide again, from the fresh run, on the same observations.
+                    # decide again, from the fresh run, on the same observations; a model
+                    # call already made is used again, not repeated.
                     log.info("Status write of %s/%s conflicted; decided again", namespace, name)
                     fresh = await self._fetch(state, namespace, name)
                     if fresh is None:
                         self.forget(namespace, name)
                         return
-                    body, run = fresh, _parse(fresh)
+                    body, run, obs = fresh, _parse(fresh), since
+                    unwritten.clear()
+                    deferred.clear()
                     continue
                 body = written
+                # Replays after this write start from here: no call before it is used again.
+                asked = {step: call for step, call in asked.items() if call is early}
                 await self._outputs_stored(state)
-                self._account(run, before, status)
+                for was, was_before in [*unwritten, (decided, before)]:
+                    self._account(was, was_before, was.status)
+                    if was.status.phase != was_before.phase and isinstance(config, Config):
+                        notify.on_phase_change(
+                            self.api, was, config.agent, was_before.phase, self._tasks
+                        )
                 run = decided
-                if status.phase != before.phase and isinstance(config, Config):
-                    notify.on_phase_change(self.api, run, config.agent, before.phase, self._tasks)
+                actions = deferred + actions
+                unwritten.clear()
+                deferred = []
             created: JobObservation | None = None
             if then is not None and create is not None:
                 # Created right after the write, in the same worker thread.
@@ -319,13 +383,34 @@ class Runner:
             obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
         log.error("Run %s/%s did not settle after %d rounds", namespace, name, MAX_ROUNDS)
 
+    async def _coalesce(self, call: ModelCall, actions: list[Action]) -> bool:
+        """Whether the model answered within the coalescing window, so that the round that
+        asked and the round its answer decides are written together: one status write, not
+        two, when the model is quick. A slower model loses nothing: its call goes on while
+        the first write is sent, as without the window. Only a round whose other actions
+        are Events and wake-ups (nothing that needs the write first) is held back."""
+        window = self.settings.coalesce_seconds
+        held = (CallModel, RecordEvent, RequeueAfter)
+        if window <= 0 or not all(isinstance(a, held) for a in actions):
+            return False
+        await asyncio.wait({call}, timeout=window)
+        return call.done() and not call.cancelled()
+
     def _early_model_call(
-        self, decided: AgentRun, actions: list[Action], config: Any
-    ) -> asyncio.Task[ModelReply | ModelUnavailable] | None:
+        self,
+        decided: AgentRun,
+        actions: list[Action],
+        config: Any,
+        asked: dict[int, ModelCall],
+    ) -> ModelCall | None:
         call = next((a for a in actions if isinstance(a, CallModel)), None)
         if call is None or not isinstance(config, Config):
             return None
-        return asyncio.get_running_loop().create_task(self._call_model(decided, config, call))
+        made = asked.get(call.step)
+        if made is None or made.cancelled():
+            made = asyncio.get_running_loop().create_task(self._call_model(decided, config, call))
+            asked[call.step] = made
+        return made
 
     def _account(self, run: AgentRun, before: AgentRunStatus, after: AgentRunStatus) -> None:
         agent = run.spec.agentRef
@@ -352,12 +437,8 @@ class Runner:
         event loop fewer for the effect the write records."""
         meta = body["metadata"]
         before = to_wire(body.get("status") or {})
-        after = to_wire(status.model_dump(mode="json"))
-        # Send only changed top-level keys; None removes a key under merge-patch semantics.
-        patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
-        for key in before:
-            if key not in after and key != "kopf":
-                patch[key] = None
+        before.pop("kopf", None)  # kopf's own, when it kept progress in status
+        patch = merge_patch(before, to_wire(status.model_dump(mode="json")))
         if not patch:
             if then is not None:
                 await asyncio.to_thread(then)
