@@ -128,18 +128,27 @@ async def job_changed(
     )
     if owner is None:
         return
-    job = dict(body)
-    if type == "DELETED" or jobs.job_finished(job):
-        await _runner(memo).step(
-            namespace or "", owner["name"], job=None if type == "DELETED" else job
-        )
+    job, runner, ns = dict(body), _runner(memo), namespace or ""
+    name = body.metadata.get("name", "")
+    if type == "DELETED":
+        runner.job_gone(ns, name)
+        await runner.step(ns, owner["name"], for_job=name)
+    elif jobs.job_finished(job):
+        await runner.step(ns, owner["name"], job=job, for_job=name)
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
 async def pod_changed(
     type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    _runner(memo).pods.observe(namespace or "", dict(body), type)
+    runner, ns = _runner(memo), namespace or ""
+    runner.pods.observe(ns, dict(body), type)
+    job = body.metadata.get("labels", {}).get("job-name")
+    if type in ("ADDED", "MODIFIED") and body.status.get("phase") == "Succeeded" and job:
+        # The tool's result is final: step its run now, not when the Job says Complete.
+        run = runner.pod_succeeded(ns, job)
+        if run is not None:
+            await runner.step(ns, run, for_job=job)
 
 
 @kopf.on.event(GROUP, VERSION, "agents")

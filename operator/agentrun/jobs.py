@@ -274,6 +274,19 @@ def _tail_lines(text: str, lines: int = LOG_TAIL_LINES, chars: int = 2000) -> st
     return "\n".join(text.strip().splitlines()[-lines:])[-chars:]
 
 
+def completed_by_pod(name: str, pod: dict[str, Any]) -> dict[str, Any]:
+    """The Job as it will be once the job controller has seen its pod succeed. Our Jobs run
+    one pod and never retry it (backoffLimit 0), so a succeeded pod is a complete Job; under
+    load the controller's Complete condition follows seconds later."""
+    finished = (_terminated(pod) or {}).get("finishedAt")
+    status = {
+        "startTime": (pod.get("status") or {}).get("startTime"),
+        "completionTime": finished,
+        "conditions": [{"type": "Complete", "status": "True", "reason": "PodSucceeded"}],
+    }
+    return {"metadata": {"name": name}, "status": status}
+
+
 def job_finished(job: dict[str, Any]) -> bool:
     """Complete or Failed: only then are its pod's log and exit code final."""
     return _condition(job, "Complete") is not None or _condition(job, "Failed") is not None

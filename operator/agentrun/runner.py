@@ -86,6 +86,7 @@ class _RunState:
     body: dict[str, Any] | None = None
     own: deque[str] = field(default_factory=lambda: deque(maxlen=16))  # versions we wrote
     jobs_seen: set[str] = field(default_factory=set)  # Job names seen existing
+    done: bool = False  # seen finished: events of its Jobs and pods have nothing to step
     # Raw-output ConfigMaps being created alongside the status write that links them; one
     # that failed is retried at the run's next step.
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -157,6 +158,9 @@ class Runner:
         # Read past any tool's own output limit so the envelope line is never cut.
         log_limit = max(settings.output_limit_bytes, MAX_TOOL_OUTPUT_BYTES + 64 * 1024)
         self.pods = ToolPods(api, log_limit)
+        # The run of each tool Job this process created or observed: a tool pod that succeeded
+        # steps its run at once, without waiting for the Job's Complete condition.
+        self._job_runs: dict[tuple[str, str], str] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -185,6 +189,13 @@ class Runner:
     def snapshots(self) -> list[metrics.RunSnapshot]:
         return list(self._seen.values())
 
+    def pod_succeeded(self, namespace: str, job: str) -> str | None:
+        """The run to step for a tool pod that has succeeded, if it is one of ours."""
+        return self._job_runs.get((namespace, job))
+
+    def job_gone(self, namespace: str, job: str) -> None:
+        self._job_runs.pop((namespace, job), None)
+
     def forget(self, namespace: str, name: str) -> None:
         self._seen.pop(f"{namespace}/{name}", None)
         state = self._runs.pop(f"{namespace}/{name}", None)
@@ -199,7 +210,7 @@ class Runner:
         if _finished(body):
             state = self._runs.get(key)
             if state is not None:
-                state.body = None
+                state.body, state.done = None, True
             return False
         state = self._state(key)
         if _version(body) in state.own:
@@ -219,10 +230,20 @@ class Runner:
             state.body = body
         return body
 
-    async def step(self, namespace: str, name: str, job: dict[str, Any] | None = None) -> None:
-        """Advances one run as far as it can go without waiting, from its newest known body."""
+    async def step(
+        self,
+        namespace: str,
+        name: str,
+        job: dict[str, Any] | None = None,
+        for_job: str | None = None,
+    ) -> None:
+        """Advances one run as far as it can go without waiting, from its newest known body.
+        `for_job`: the trigger is news of that Job (or its pod), stale unless it is the run's
+        current one."""
         state = self._state(f"{namespace}/{name}")
         async with state.lock:
+            if for_job is not None and self._stale(state, for_job):
+                return
             try:
                 self._store_outputs(state)  # any left over from a step that failed
                 body = state.body or await self._fetch(state, namespace, name)
@@ -232,7 +253,7 @@ class Runner:
                 await self._advance(state, body, job)
                 await self._outputs_stored(state)
                 if state.body is not None and _finished(state.body):
-                    state.body = None
+                    state.body, state.done = None, True
             except (ApiException, HTTPError, OSError) as err:
                 if not _transient(err):
                     self._failed_step(namespace, name, err)
@@ -248,6 +269,15 @@ class Runner:
                 self._wake_later(namespace, name, TRANSIENT_RETRY_SECONDS)
             except Exception as err:  # a bug must not stop the run for good
                 self._failed_step(namespace, name, err)
+
+    @staticmethod
+    def _stale(state: _RunState, job: str) -> bool:
+        if state.done:
+            return True
+        if state.body is None:
+            return False  # not known: read it
+        current = (state.body.get("status") or {}).get("currentAction") or {}
+        return bool(current.get("jobRef") != job)
 
     def _failed_step(self, namespace: str, name: str, err: Exception) -> None:
         log.error(
@@ -368,6 +398,7 @@ class Runner:
                 # Created right after the write, in the same worker thread.
                 actions = [a for a in actions if a is not create]
                 state.jobs_seen.add(create.name)
+                self._job_runs[(namespace, create.name)] = name
                 created = JobObservation(name=create.name, phase=JobPhase.RUNNING)
             if early is not None:
                 actions = [a for a in actions if not isinstance(a, CallModel)]
@@ -534,7 +565,12 @@ class Runner:
         if current is None or current.state is ActionState.AWAITING_APPROVAL:
             return None
         namespace = run.metadata["namespace"]
+        self._job_runs[(namespace, current.jobRef)] = run.metadata["name"]
         job = hint if hint and hint["metadata"]["name"] == current.jobRef else None
+        if job is None or not jobs.job_finished(job):
+            pod = self.pods.succeeded(namespace, current.jobRef)
+            if pod is not None:
+                job = jobs.completed_by_pod(current.jobRef, pod)
         if job is None:
             job = await asyncio.to_thread(kube.read_job, self.api, namespace, current.jobRef)
         if job is None:
@@ -652,6 +688,7 @@ class Runner:
             elif isinstance(action, CreateJob) and run is not None and isinstance(config, Config):
                 produced["job"] = await self._create_job(run, config, action)
                 state.jobs_seen.add(action.name)
+                self._job_runs[(namespace, action.name)] = name
             elif isinstance(action, CallModel) and run is not None and isinstance(config, Config):
                 produced["model"] = await self._call_model(run, config, action)
         return produced or None, body

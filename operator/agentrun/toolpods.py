@@ -72,6 +72,13 @@ class ToolPods:
                 return early.result()
         return await self._read_log(namespace, pod)
 
+    def succeeded(self, namespace: str, job: str) -> dict[str, Any] | None:
+        """The Job's pod if the watch has seen it succeed."""
+        pod = self._pods.get((namespace, job))
+        if pod is not None and (pod.get("status") or {}).get("phase") == "Succeeded":
+            return pod
+        return None
+
     async def finished_pod(self, namespace: str, job: str) -> dict[str, Any] | None:
         """The Job's pod as last seen finished by the watch, else from a LIST."""
         pod = self._pods.pop((namespace, job), None)

@@ -4,6 +4,8 @@ nothing runs twice, and the operator keeps serving other runs."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -112,6 +114,33 @@ def test_a_job_deleted_by_hand_is_reported_and_not_run_again(spine: Spine) -> No
     status = spine.wait_phase("Succeeded", timeout=90)
     assert "disappeared" in status["thread"][1]["content"]
     assert spine.jobs() == [] or all(j["metadata"]["name"] == job for j in spine.jobs())
+
+
+def test_a_run_moves_on_when_its_tool_pod_succeeds_not_when_the_job_says_so(
+    spine: Spine,
+) -> None:
+    """Under load the job controller marks a Job Complete seconds after its pod succeeded; the
+    run does not wait for that. Here the controller is paused (SIGSTOP) once the pod is bound,
+    so the Job never says Complete while the run goes on."""
+    if spine.cluster.attached:
+        pytest.skip("an attached cluster (AGENTRUN_KUBECONFIG) cannot pause its controllers")
+    spine.setup([call("short"), done()])
+    add_tools(spine, shell_tool("short", "sleep 5; echo 'web: 3/3 ready'"))
+    spine.start()
+    job = spine.wait(lambda: spine.jobs(), "the Job")[0]["metadata"]["name"]
+    spine.wait(lambda: any(p["spec"].get("nodeName") for p in spine.pods(job)), "the pod bound")
+    manager = next(p for p in spine.cluster.procs if p.name == "kube-controller-manager")
+    os.kill(manager.pid, signal.SIGSTOP)
+    try:
+        status = spine.wait_phase("Succeeded", timeout=60)
+        seen = stack.get(spine.cluster, "job", job, spine.namespace)
+    finally:
+        os.kill(manager.pid, signal.SIGCONT)
+    assert thread_types(status) == [(1, "ToolCall"), (1, "ToolResult"), (2, "Done")]
+    assert "web: 3/3 ready" in status["thread"][1]["content"]
+    assert seen is not None
+    conditions = (seen.get("status") or {}).get("conditions") or []
+    assert not any(c["type"] == "Complete" for c in conditions), conditions
 
 
 def test_a_tool_printing_5_mb_is_bounded_everywhere(spine: Spine) -> None:

@@ -10,6 +10,7 @@ import pytest
 from agentrun import jobs
 from agentrun.api import AgentToolSpec
 from agentrun.core import JobPhase
+from agentrun.envelope import Envelope
 from agentrun.naming import canonical_json, job_name, output_name
 
 UID = "0d9f3c52-1111-2222-3333-444455556666"
@@ -380,3 +381,27 @@ def test_tool_env_reaches_the_job_but_cannot_override_the_runs_variables() -> No
     assert {"name": "AGENTRUN_PROMETHEUS_URL", "value": "http://prom:9090"} in env
     last = {e["name"]: e["value"] for e in env}  # a later entry wins in Kubernetes
     assert last["AGENTRUN_RUN"] == "r"
+
+
+def test_a_succeeded_pod_completes_its_job_before_the_job_controller_says_so() -> None:
+    pod = {
+        "metadata": {"name": "run-s1-abc-x7"},
+        "status": {
+            "phase": "Succeeded",
+            "startTime": "2026-01-01T00:00:01Z",
+            "containerStatuses": [
+                {
+                    "name": jobs.CONTAINER,
+                    "state": {"terminated": {"exitCode": 0, "finishedAt": "2026-01-01T00:00:03Z"}},
+                }
+            ],
+        },
+    }
+    job = jobs.completed_by_pod("run-s1-abc", pod)
+    assert jobs.job_finished(job)
+    assert job["status"]["completionTime"] == "2026-01-01T00:00:03Z"
+    envelope = json.dumps(Envelope("k8s-get", True, "web: 3/3 ready").to_dict())
+    observed = jobs.job_observation(job, pod, envelope + "\n", None)
+    assert observed.name == "run-s1-abc"
+    assert observed.phase is JobPhase.SUCCEEDED and observed.ok
+    assert "web: 3/3 ready" in observed.content
