@@ -381,7 +381,8 @@ class Runner:
                     continue
                 body = written
                 # Replays after this write start from here: no call before it is used again.
-                asked = {step: call for step, call in asked.items() if call is early}
+                for step in [s for s, call in asked.items() if call is not early]:
+                    del asked[step]
                 await self._outputs_stored(state)
                 for was, was_before in [*unwritten, (decided, before)]:
                     self._account(was, was_before, was.status)

@@ -20,8 +20,9 @@ class ToolPods:
         # The newest pod per (namespace, Job) as last seen by the watch; a miss, or a pod not
         # yet seen finished, falls back to a LIST.
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
-        # A pod's log, read as soon as the watch sees the pod finish: the Job's Complete
-        # condition (what steps the run) comes later, after the job controller's own round.
+        # A pod's log, read as soon as the watch sees the pod finish: a failed pod's run steps
+        # only when the Job's Failed condition (with its reason) comes, a round of the job
+        # controller later; a succeeded pod's run steps at once and finds the read under way.
         self._logs: dict[tuple[str, str], tuple[str, asyncio.Task[str]]] = {}
 
     def observe(self, namespace: str, body: dict[str, Any], event: str | None) -> None:
