@@ -398,8 +398,7 @@ class Runner:
             if then is not None and create is not None:
                 # Created right after the write, in the same worker thread.
                 actions = [a for a in actions if a is not create]
-                state.jobs_seen.add(create.name)
-                self._job_runs[(namespace, create.name)] = name
+                self._job_exists(state, namespace, name, create.name)
                 created = JobObservation(name=create.name, phase=JobPhase.RUNNING)
             if early is not None:
                 actions = [a for a in actions if not isinstance(a, CallModel)]
@@ -566,18 +565,17 @@ class Runner:
         if current is None or current.state is ActionState.AWAITING_APPROVAL:
             return None
         namespace = run.metadata["namespace"]
-        self._job_runs[(namespace, current.jobRef)] = run.metadata["name"]
         job = hint if hint and hint["metadata"]["name"] == current.jobRef else None
-        if job is None or not jobs.job_finished(job):
+        if job is None:
             pod = self.pods.succeeded(namespace, current.jobRef)
             if pod is not None:
                 job = jobs.completed_by_pod(current.jobRef, pod)
-        if job is None:
-            job = await asyncio.to_thread(kube.read_job, self.api, namespace, current.jobRef)
+            else:
+                job = await asyncio.to_thread(kube.read_job, self.api, namespace, current.jobRef)
         if job is None:
             existed = current.jobRef in state.jobs_seen
             return JobObservation(name=current.jobRef, phase=JobPhase.NOT_FOUND, existed=existed)
-        state.jobs_seen.add(current.jobRef)
+        self._job_exists(state, namespace, run.metadata["name"], current.jobRef)
         if not jobs.job_finished(job):
             return JobObservation(name=current.jobRef, phase=JobPhase.RUNNING)
         pod = await self.pods.finished_pod(namespace, current.jobRef)
@@ -609,6 +607,12 @@ class Runner:
         )
         _observe_duration(current.tool, job, observed)
         return observed
+
+    def _job_exists(self, state: _RunState, namespace: str, run: str, job: str) -> None:
+        """A tool Job of the run exists (we created or saw it): if it disappears it was
+        deleted, and a pod of it that succeeds steps the run."""
+        state.jobs_seen.add(job)
+        self._job_runs[(namespace, job)] = run
 
     def _store_outputs(self, state: _RunState) -> None:
         for name, manifest in list(state.outputs.items()):
@@ -688,8 +692,7 @@ class Runner:
                 self._wake_later(namespace, name, action.seconds)
             elif isinstance(action, CreateJob) and run is not None and isinstance(config, Config):
                 produced["job"] = await self._create_job(run, config, action)
-                state.jobs_seen.add(action.name)
-                self._job_runs[(namespace, action.name)] = name
+                self._job_exists(state, namespace, name, action.name)
             elif isinstance(action, CallModel) and run is not None and isinstance(config, Config):
                 produced["model"] = await self._call_model(run, config, action)
         return produced or None, body
