@@ -189,6 +189,13 @@ class JobSeen:
         return min(seen) if seen else None
 
 
+def _step_key(obj: dict[str, Any]) -> tuple[str, int] | None:
+    """(run, step) from a tool Job's or pod's labels."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    run, step = labels.get(LABEL_RUN), labels.get(LABEL_STEP, "")
+    return (run, int(step)) if run and step.isdigit() else None
+
+
 @dataclass
 class Observed:
     """What the watches saw, keyed by run name; guarded by `cond`."""
@@ -198,12 +205,11 @@ class Observed:
     phase: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def job_event(self, type_: str, job: dict[str, Any], arrived: float) -> None:
-        labels = job.get("metadata", {}).get("labels") or {}
-        run, step = labels.get(LABEL_RUN), labels.get(LABEL_STEP, "")
-        if not run or not step.isdigit():
+        key = _step_key(job)
+        if key is None:
             return
         with self.cond:
-            seen = self.jobs.setdefault((run, int(step)), JobSeen())
+            seen = self.jobs.setdefault(key, JobSeen())
             if seen.added is None:
                 # ADDED normally; a MODIFIED first means the ADDED was missed (then later)
                 seen.added = arrived
@@ -214,13 +220,11 @@ class Observed:
             self.cond.notify_all()
 
     def pod_event(self, type_: str, pod: dict[str, Any], arrived: float) -> None:
-        labels = pod.get("metadata", {}).get("labels") or {}
-        run, step = labels.get(LABEL_RUN), labels.get(LABEL_STEP, "")
-        phase = (pod.get("status") or {}).get("phase")
-        if not run or not step.isdigit() or phase not in ("Succeeded", "Failed"):
+        key = _step_key(pod)
+        if key is None or (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
             return
         with self.cond:
-            seen = self.jobs.setdefault((run, int(step)), JobSeen())
+            seen = self.jobs.setdefault(key, JobSeen())
             if seen.pod_done is None:
                 seen.pod_done = arrived
             self.cond.notify_all()
