@@ -67,6 +67,9 @@ class ModelSpec(Model):
     temperature: float | None = Field(default=None, ge=0, le=2)
     timeoutSeconds: int = Field(default=60, ge=1, le=3600, description="Per-request timeout.")
     maxRetries: int = Field(default=3, ge=0, le=10, description="Retries for 429/5xx/timeouts.")
+    maxTokens: int = Field(
+        default=4096, ge=1, le=200_000, description="max_tokens of one reply (sent to the API)."
+    )
 
 
 class PromptSelector(Model):
@@ -81,9 +84,16 @@ class Limits(Model):
     maxConsecutiveErrors: int | None = Field(default=None, ge=1, le=100)
     timeoutSeconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     maxTotalTokens: int | None = Field(default=None, ge=1)
+    approvalTimeoutSeconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="How long a proposed write waits for a decision; then ApprovalExpired.",
+    )
 
 
 DEFAULT_MAX_STEPS = 20
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 24 * 3600
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 3
 DEFAULT_TIMEOUT_SECONDS = 3600
 
@@ -209,6 +219,23 @@ class AgentTool(Model):
     spec: AgentToolSpec
 
 
+class ToolSnapshot(Model):
+    """Everything a tool call runs, resolved (defaults and admin policy applied) and frozen
+    when the call is proposed. The Job is built from it, never from the live AgentTool, and
+    the action hash covers it: approving means approving exactly this."""
+
+    builtin: str | None = None
+    effect: Effect
+    image: str
+    command: list[str]
+    serviceAccountName: str
+    env: list[EnvVar] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    timeoutSeconds: int
+    outputLimitBytes: int
+    specDigest: str = Field(description="sha256 of the fields above, canonical JSON.")
+
+
 # ---------------------------------------------------------------- AgentRun
 
 
@@ -264,6 +291,8 @@ class ThreadEvent(Model):
     )
     content: str = Field(default="", description="Compacted text the model sees.")
     jobRef: str | None = None
+    jobUID: str | None = Field(default=None, description="uid of the Job the result came from.")
+    specDigest: str | None = Field(default=None, description="Digest of the tool spec that ran.")
     outputRef: str | None = Field(default=None, description="ConfigMap with the raw output.")
 
 
@@ -285,6 +314,12 @@ class CurrentAction(Model):
     state: ActionState
     jobRef: str
     prefetch: bool = Field(default=False, description="Run before the first model call.")
+    preconditions: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Target state the write was proposed on (pod uid, revision, replicas).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    snapshot: ToolSnapshot | None = Field(default=None, description="What will run, frozen.")
 
 
 class Urgency(StrEnum):
@@ -310,6 +345,13 @@ class PendingAction(Model):
     actionHash: str
     requestedTime: str
     approveCommand: str
+    expiresTime: str | None = Field(default=None, description="Then the run fails ApprovalExpired.")
+    preconditions: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Target state the write was proposed on (pod uid, revision, replicas).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    snapshot: ToolSnapshot | None = Field(default=None, description="What will run, frozen.")
 
 
 class Decision(StrEnum):
