@@ -99,14 +99,16 @@ def url_allowed(url: str, allowed: tuple[str, ...]) -> bool:
     if got.username or got.password or got.scheme not in ("http", "https") or not got.hostname:
         return False
     for base in allowed:
+        # "http://127.0.0.1:*" allows any port of that host (local test servers).
+        any_port = base.split("/")[2].endswith(":*") if base.count("/") >= 2 else False
         try:
-            want = urlsplit(base)
+            want = urlsplit(base.replace(":*", "", 1) if any_port else base)
             want_port = want.port
         except ValueError:
             continue
         if (got.scheme, got.hostname.lower()) != (want.scheme, (want.hostname or "").lower()):
             continue
-        if _port(got.scheme, port) != _port(want.scheme, want_port):
+        if not any_port and _port(got.scheme, port) != _port(want.scheme, want_port):
             continue
         prefix = want.path.rstrip("/")
         if got.path == prefix or got.path.startswith(prefix + "/") or not prefix:

@@ -23,6 +23,7 @@ from tests.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+CREDENTIALS_NAMESPACE = "agentrun-system"  # where the test operator reads opted-in Secrets
 T = TypeVar("T")
 
 
@@ -178,6 +179,11 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "AGENTRUN_PROMPTS_DIR": str(ROOT / "prompts"),
             "PYTHONUNBUFFERED": "1",
+            # The admin policy of a local test stack: the scripted model and notification
+            # receivers listen on loopback ports; credentials live in agentrun-system.
+            "AGENTRUN_ALLOWED_MODEL_URLS": "http://127.0.0.1:*",
+            "AGENTRUN_ALLOWED_NOTIFY_URLS": "http://127.0.0.1:*",
+            "AGENTRUN_CREDENTIALS_NAMESPACE": CREDENTIALS_NAMESPACE,
             **self.extra_env,
         }
         log = self.log_path.open("ab")
