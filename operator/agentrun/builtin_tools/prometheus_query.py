@@ -1,7 +1,9 @@
 """prometheus-query: an instant or range PromQL query, summarised per series.
 
-The Prometheus URL comes from the `url` argument or AGENTRUN_PROMETHEUS_URL. The result is
-never the raw sample dump: per series its labels and min/max/last (and the sample count of a
+The Prometheus URL comes only from AGENTRUN_PROMETHEUS_URL, a setting of the AgentTool (owned
+by a tool-admin): the model picks the query, never where it goes, so a prompt injection in a
+log or an alert cannot turn this read tool into a way to send data out. The result is never
+the raw sample dump: per series its labels and min/max/last (and the sample count of a
 range), the series ordered by last value, highest first, cut at maxSeries with a note.
 """
 
@@ -20,13 +22,12 @@ from typing import Any
 
 from .common import ToolError, arguments, clip, int_arg
 
-ARGUMENTS = frozenset({"query", "range", "step", "time", "url", "maxSeries"})
+ARGUMENTS = frozenset({"query", "range", "step", "time", "maxSeries"})
 TYPES: dict[str, type | tuple[type, ...]] = {
     "query": str,
     "range": str,
     "step": str,
     "time": str,
-    "url": str,
     "maxSeries": int,
 }
 URL_ENV = "AGENTRUN_PROMETHEUS_URL"
@@ -39,13 +40,8 @@ UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 
 
 
 def run(args: dict[str, Any]) -> Any:
-    arguments(args, TYPES, {"query"})
-    base = str(args.get("url") or os.environ.get(URL_ENV) or "").rstrip("/")
-    if not base:
-        raise ToolError(f"no Prometheus URL: pass url, or set {URL_ENV} on the tool")
-    scheme = urllib.parse.urlsplit(base).scheme
-    if scheme not in ("http", "https"):
-        raise ToolError(f"url must be http(s)://host:port of Prometheus, got {base!r}")
+    arguments(args, TYPES, {"query"})  # an unknown argument (e.g. a `url`) is refused
+    base = configured_url()
     max_series = int_arg(args, "maxSeries", DEFAULT_SERIES, 1, MAX_SERIES)
     query = str(args["query"])
     end = parse_time(args.get("time"))
@@ -70,6 +66,18 @@ def run(args: dict[str, Any]) -> Any:
         **out,
     }
     return out
+
+
+def configured_url() -> str:
+    base = os.environ.get(URL_ENV, "").strip().rstrip("/")
+    if not base:
+        raise ToolError(
+            f"no Prometheus URL configured: a tool-admin sets {URL_ENV} in the AgentTool's env"
+        )
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ToolError(f"{URL_ENV} must be http(s)://host:port of Prometheus, got {base!r}")
+    return base
 
 
 def parse_duration(text: str, what: str) -> float:
@@ -102,12 +110,27 @@ def parse_time(value: Any) -> float:
         raise ToolError(f"time must be unix seconds or RFC 3339, got {text!r}") from exc
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the request goes to the configured Prometheus and nowhere else."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def fetch(url: str, base: str) -> dict[str, Any]:
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        with _OPENER.open(req, timeout=TIMEOUT) as resp:
             raw = resp.read()
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise ToolError(
+                f"Prometheus at {base} answered a redirect (HTTP {exc.code}), which is not "
+                f"followed: set the final URL in {URL_ENV}"
+            ) from exc
         raw = exc.read()
         try:
             err = json.loads(raw)

@@ -12,10 +12,12 @@ A runbook is Markdown with YAML front matter naming the alerts it covers:
     ## Mitigation
     ...
 
-Sources: the directory AGENTRUN_RUNBOOKS_DIR (default: tools/runbooks in the repository,
-when present) and the ConfigMap named by the `configMap` argument or
-AGENTRUN_RUNBOOKS_CONFIGMAP in the run's namespace (each `*.md` key one runbook). The
-ConfigMap wins over the directory for the same alert: it is the cluster's own.
+Sources, from the tool's settings only (its AgentTool env, owned by a tool-admin): the
+directory AGENTRUN_RUNBOOKS_DIR (default: tools/runbooks in the repository, when present) and
+the ConfigMap AGENTRUN_RUNBOOKS_CONFIGMAP in the run's namespace (each `*.md` key one
+runbook). The ConfigMap wins over the directory for the same alert: it is the cluster's own.
+The model names an alert, never a source: the alert is matched against the runbooks read,
+not used as a path, so no argument reaches a file outside the directory or another object.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import yaml
 
 from .common import ToolError, api_path, arguments, clip, get_object, namespace_of
 
-ARGUMENTS = frozenset({"alert", "configMap", "section"})
-TYPES: dict[str, type | tuple[type, ...]] = {"alert": str, "configMap": str, "section": str}
+ARGUMENTS = frozenset({"alert", "section"})
+TYPES: dict[str, type | tuple[type, ...]] = {"alert": str, "section": str}
 DIR_ENV, CONFIGMAP_ENV = "AGENTRUN_RUNBOOKS_DIR", "AGENTRUN_RUNBOOKS_CONFIGMAP"
 REPO_RUNBOOKS = Path(__file__).resolve().parents[3] / "tools" / "runbooks"
 SECTION_ORDER = ("diagnosis", "mitigation")
@@ -41,14 +43,14 @@ HEADING = re.compile(r"^##\s+(.+?)\s*#*\s*$", re.M)
 
 
 def run(args: dict[str, Any]) -> Any:
-    arguments(args, TYPES, {"alert"})
+    arguments(args, TYPES, {"alert"})  # an unknown argument (e.g. a `configMap`) is refused
     alert = str(args["alert"]).strip()
     section = str(args.get("section") or "").strip().lower() or None
     if section and section not in (*SECTION_ORDER, "all"):
         raise ToolError("section must be Diagnosis, Mitigation or all")
     books: list[dict[str, Any]] = []
     notes: list[str] = []
-    configmap = args.get("configMap") or os.environ.get(CONFIGMAP_ENV)
+    configmap = os.environ.get(CONFIGMAP_ENV, "").strip()
     if configmap:
         namespace = namespace_of({})
         cm = get_object(
@@ -68,7 +70,8 @@ def run(args: dict[str, Any]) -> Any:
                 notes.append(f"skipped {path.name}: {exc}")
     elif not configmap:
         raise ToolError(
-            f"no runbooks configured: set {DIR_ENV} or {CONFIGMAP_ENV}, or pass configMap"
+            f"no runbooks configured: a tool-admin sets {DIR_ENV} or {CONFIGMAP_ENV} in the "
+            "AgentTool's env"
         )
     return lookup(books, alert, section, notes)
 
