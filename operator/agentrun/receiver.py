@@ -7,7 +7,12 @@
   terminal, repeats only record ``agentrun.dev/last-notified``; a resolved notification
   records ``agentrun.dev/resolved-at`` without starting anything.
 - ``POST /runs``: ``{agent, task, context?, name?, namespace?, limits?}``, for a cron, a chat
-  bot or a CI job.
+  bot or a CI job. The ``api`` section of the config is its route: the agents a caller may
+  name, its namespace(s), and the limits a caller may only lower.
+
+A sender never steers a run outside its route: the route fixes the namespace (an alert label
+or a caller's ``namespace`` picks one only among the route's ``allowedNamespaces``), the agent
+and the ceiling of every limit.
 - ``GET /healthz`` (no auth), ``GET /metrics`` (Prometheus text format, no auth).
 
 Every answer is JSON; every error has ``error`` (a code) and ``message``, and creates nothing.
@@ -190,7 +195,11 @@ def parse_run_request(data: Any) -> RunRequest:
         raise _field_error(err, "invalid run request") from None
 
 
-def generic_run_manifest(req: RunRequest, namespace: str) -> dict[str, Any]:
+def generic_run_manifest(
+    req: RunRequest, namespace: str, limits: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The AgentRun of a /runs request: only agentRef, input and the checked limits; the
+    caller sets nothing else (RunRequest forbids other fields)."""
     RunInput(task=req.task, context=req.context)  # the CRD's own constraints
     metadata: dict[str, Any] = {"namespace": namespace, "labels": {LABEL_SOURCE: SOURCE_API}}
     if req.name:
@@ -201,8 +210,8 @@ def generic_run_manifest(req: RunRequest, namespace: str) -> dict[str, Any]:
         "agentRef": req.agent,
         "input": {"task": req.task, "context": req.context},
     }
-    if req.limits is not None:
-        spec["limits"] = req.limits.model_dump(exclude_none=True)
+    if limits:
+        spec["limits"] = limits
     return {"apiVersion": API_VERSION, "kind": "AgentRun", "metadata": metadata, "spec": spec}
 
 
@@ -221,7 +230,7 @@ class Store(Protocol):
         self, namespace: str, name: str, annotations: dict[str, str]
     ) -> None: ...
 
-    async def agent_exists(self, namespace: str, name: str) -> bool: ...
+    async def get_agent(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
 class KubeStore:
@@ -239,8 +248,8 @@ class KubeStore:
     async def annotate_run(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await asyncio.to_thread(kube.annotate_run, self.api, namespace, name, annotations)
 
-    async def agent_exists(self, namespace: str, name: str) -> bool:
-        return await asyncio.to_thread(kube.get_agent, self.api, namespace, name) is not None
+    async def get_agent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(kube.get_agent, self.api, namespace, name)
 
 
 def _api_error(exc: ApiException | urllib3.exceptions.HTTPError) -> RequestError:
@@ -272,6 +281,8 @@ class Metrics:
         "agentrun_receiver_resolved_total": "Resolved notifications recorded on a run.",
         "agentrun_receiver_rate_limited_total": "Requests refused by a route's rate limit.",
         "agentrun_receiver_unrouted_alerts_total": "Alerts that matched no route.",
+        "agentrun_receiver_refused_total": "Alerts and /runs requests refused by their route's "
+        "rules (namespace, agent, limits), by route and reason.",
     }
 
     def __init__(self) -> None:
@@ -393,22 +404,48 @@ class Receiver:
     async def alertmanager(self, request: web.Request) -> web.Response:
         notification = parse_notification(await self._body(request))
         parts, unrouted = routing.partition(notification, self.config)
-        if unrouted:
-            self.metrics.inc("agentrun_receiver_unrouted_alerts_total", len(unrouted))
+        refused = [u for u in unrouted if u.code == routing.NAMESPACE_NOT_ALLOWED]
+        if len(refused) < len(unrouted):
+            self.metrics.inc(
+                "agentrun_receiver_unrouted_alerts_total", len(unrouted) - len(refused)
+            )
+        if refused:
+            for route, n in Counter(u.route for u in refused).items():
+                self.metrics.inc(
+                    "agentrun_receiver_refused_total", n, route=route, reason="NamespaceNotAllowed"
+                )
+            # One line per notification, however many alerts it carries.
+            log.warning(
+                "Refused %d alert(s) of group %r: %s",
+                len(refused),
+                notification.groupKey[:200],
+                refused[0].reason,
+            )
+        listed = {
+            "unrouted": [u.as_dict() for u in unrouted[: routing.MAX_UNROUTED_IN_REPLY]],
+            "unroutedCount": len(unrouted),
+        }
         if not parts:
+            if len(refused) == len(unrouted):
+                raise RequestError(
+                    403,
+                    "NamespaceNotAllowed",
+                    f"{refused[0].reason}; nothing was created",
+                    **listed,
+                )
             raise RequestError(
                 422,
                 "Unrouted",
                 f"none of the {len(notification.alerts)} alert(s) matches a route and no "
                 "default route is configured; nothing was created",
-                unrouted=[u.as_dict() for u in unrouted],
+                **listed,
             )
         result: dict[str, Any] = {
             "created": [],
             "deduplicated": [],
             "resolved": [],
             "ignored": [],
-            "unrouted": [u.as_dict() for u in unrouted],
+            **listed,
         }
         try:
             async with self._lock:
@@ -477,8 +514,24 @@ class Receiver:
             seq = max((routing.seq_of(r) for r in runs), default=0) + 1
             manifest = routing.run_manifest(part, notification, seq, now)
             created = await self.store.create_run(manifest)
-            if created is None:  # another receiver made it first
-                await self._repeat(manifest, part, now, ref, result)
+            if created is None:
+                name = manifest["metadata"]["name"]
+                mine = await self.store.list_runs(part.namespace, selector_of(part, notification))
+                if any(r["metadata"]["name"] == name for r in mine):
+                    # Another receiver made it first.
+                    await self._repeat(manifest, part, now, ref, result)
+                    continue
+                # A run of this name that is not this group's (e.g. a /runs caller chose the
+                # name): never fold the alert into it.
+                log.warning(
+                    "AgentRun %s/%s exists but is not alert group %r's; nothing recorded",
+                    part.namespace,
+                    name,
+                    notification.groupKey[:200],
+                )
+                result["ignored"].append(
+                    {**ref, "name": name, "reason": "a run of this name belongs to no alert group"}
+                )
                 continue
             name = created["metadata"]["name"]
             self.metrics.inc("agentrun_receiver_runs_created_total", route=part.route.name)
@@ -508,24 +561,50 @@ class Receiver:
 
     # ------------------------------------------------------------ /runs
 
+    def _refused(self, status: int, code: str, message: str, **extra: Any) -> RequestError:
+        """A /runs request its route does not allow: counted; the middleware logs it."""
+        self.metrics.inc("agentrun_receiver_refused_total", route="api", reason=code)
+        return RequestError(status, code, f"{message}; nothing was created", **extra)
+
     async def runs(self, request: web.Request) -> web.Response:
         if not self.config.api.enabled:
             raise RequestError(404, "NotFound", "the /runs endpoint is disabled")
         req = parse_run_request(await self._body(request))
-        namespace = req.namespace or self.config.defaultNamespace
-        allowed = self.config.allowedNamespaces
-        if allowed and namespace not in allowed:
-            raise RequestError(
-                403,
-                "NamespaceNotAllowed",
-                f"runs may not be created in namespace {namespace!r}; allowed: {allowed}",
-            )
-        manifest = generic_run_manifest(req, namespace)
+        api = self.config.api
         try:
-            if not await self.store.agent_exists(namespace, req.agent):
+            namespace = routing.choose_namespace(
+                "api",
+                api.namespace or self.config.defaultNamespace,
+                api.allowedNamespaces,
+                req.namespace,
+            )
+        except routing.NamespaceNotAllowed as err:
+            raise self._refused(403, "NamespaceNotAllowed", str(err), field="namespace") from None
+        if req.agent not in api.agents:
+            allowed = f"one of {api.agents}" if api.agents else "none (set api.agents)"
+            raise self._refused(
+                403,
+                "AgentNotAllowed",
+                f"agent {req.agent!r} is not allowed for route 'api': it allows {allowed}",
+                field="agent",
+            )
+        try:
+            agent = await self.store.get_agent(namespace, req.agent)
+            if agent is None:
                 raise RequestError(
                     422, "AgentNotFound", f"no Agent {req.agent!r} in namespace {namespace!r}"
                 )
+            try:
+                agent_limits: Limits | None = Limits.model_validate(
+                    (agent.get("spec") or {}).get("limits") or {}
+                )
+            except ValidationError:  # fields of a newer version: cap at the route/defaults
+                agent_limits = None
+            try:
+                limits = routing.capped_limits(req.limits, api.limits, agent_limits, req.agent)
+            except routing.LimitTooHigh as err:
+                raise self._refused(422, "LimitTooHigh", str(err), field=err.field) from None
+            manifest = generic_run_manifest(req, namespace, limits)
             clock = self.clock()
             if not self.api_bucket.take(1, clock):
                 self.metrics.inc("agentrun_receiver_rate_limited_total", route="api")
@@ -556,6 +635,10 @@ class Receiver:
                 "watch": f"kubectl get agentrun {name} -n {namespace} -w",
             },
         )
+
+
+def selector_of(part: Partition, notification: Notification) -> str:
+    return routing.group_selector(notification.groupKey, part.route.name)
 
 
 RECEIVER_KEY = web.AppKey("receiver", Receiver)

@@ -9,11 +9,28 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .api import API_VERSION, GROUP, NAME_PATTERN, Limits
+from .api import (
+    API_VERSION,
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_TIMEOUT_SECONDS,
+    GROUP,
+    NAME_PATTERN,
+    Limits,
+)
 
 # Labels and annotations the receiver puts on the AgentRuns it creates.
 LABEL_SOURCE = f"{GROUP}/source"
@@ -32,6 +49,9 @@ SOURCE_API = "api"
 MAX_ALERTS_IN_INPUT = 20  # alerts of one group copied into the run's input
 MAX_ANNOTATION_CHARS = 4096
 MAX_TASK_CHARS = 32768
+MAX_UNROUTED_IN_REPLY = 20  # refused alerts listed in an answer (all are counted)
+
+Namespace = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
 
 DEFAULT_TASK = (
     "Alert {{ alert.labels.alertname }} ({{ alert.labels.severity }}) is {{ alert.status }} "
@@ -117,7 +137,13 @@ class Route(_Model):
         default=None,
         pattern=NAME_PATTERN,
         max_length=63,
-        description="Namespace of the runs; else the alert's namespace label; else the default.",
+        description="Namespace of the runs (else defaultNamespace); alert labels never change "
+        "it unless allowedNamespaces lists the namespace they name.",
+    )
+    allowedNamespaces: list[Namespace] = Field(
+        default_factory=list,
+        description="Other namespaces the alert's namespace label may pick; any other "
+        "namespace in that label is refused.",
     )
     task: str = Field(default=DEFAULT_TASK, min_length=1, max_length=MAX_TASK_CHARS)
     limits: Limits | None = None
@@ -141,6 +167,7 @@ class Route(_Model):
 class DefaultRoute(_Model):
     agent: str = Field(pattern=NAME_PATTERN, max_length=253)
     namespace: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
+    allowedNamespaces: list[Namespace] = Field(default_factory=list)
     task: str = Field(default=DEFAULT_TASK, min_length=1, max_length=MAX_TASK_CHARS)
     limits: Limits | None = None
     rateLimit: RateLimit = Field(default_factory=RateLimit)
@@ -150,6 +177,7 @@ class DefaultRoute(_Model):
             name="default",
             agent=self.agent,
             namespace=self.namespace,
+            allowedNamespaces=self.allowedNamespaces,
             task=self.task,
             limits=self.limits,
             rateLimit=self.rateLimit,
@@ -157,9 +185,28 @@ class DefaultRoute(_Model):
 
 
 class ApiEndpoint(_Model):
-    """`POST /runs`: the generic JSON endpoint."""
+    """`POST /runs`, the generic JSON endpoint, is one route: the agents a caller may name,
+    the namespace(s) it may name, and the limits it may not exceed."""
 
     enabled: bool = True
+    agents: list[Annotated[str, Field(pattern=NAME_PATTERN, max_length=253)]] = Field(
+        default_factory=list,
+        description="Agents a caller may name; with none, every request is refused.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="Namespace of the runs; else defaultNamespace.",
+    )
+    allowedNamespaces: list[Namespace] = Field(
+        default_factory=list, description="Other namespaces a caller may name."
+    )
+    limits: Limits | None = Field(
+        default=None,
+        description="The run's limits when the caller names none, and the most a caller may "
+        "ask for (a field left out here caps at the Agent's limit, else the built-in default).",
+    )
     rateLimit: RateLimit = Field(default_factory=lambda: RateLimit(runs=30, perSeconds=60))
 
 
@@ -181,10 +228,14 @@ class ReceiverConfig(_Model):
     listen: str = Field(default="0.0.0.0:8081", description="host:port to serve on.")
     defaultNamespace: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)
     namespaceLabel: str = Field(
-        default="namespace", description="Alert label naming the namespace of the run."
+        default="namespace",
+        description="Alert label that may pick the run's namespace among a route's "
+        "allowedNamespaces.",
     )
-    allowedNamespaces: list[str] = Field(
-        default_factory=list, description="Namespaces runs may be created in; any when empty."
+    allowedNamespaces: list[Namespace] = Field(
+        default_factory=list,
+        description="Upper bound on every route's namespaces, checked when the config loads; "
+        "no bound when empty. It lets no alert pick a namespace: a route's own list does.",
     )
     maxBodyBytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -196,10 +247,29 @@ class ReceiverConfig(_Model):
     @classmethod
     def _unique_names(cls, routes: list[Route]) -> list[Route]:
         names = [r.name for r in routes]
-        dupes = sorted({n for n in names if names.count(n) > 1} | ({"default"} & set(names)))
+        # "default" and "api" name the default route and /runs (metrics, messages).
+        dupes = sorted({n for n in names if names.count(n) > 1} | ({"default", "api"} & set(names)))
         if dupes:
-            raise ValueError(f"route names must be unique and not 'default': {dupes}")
+            raise ValueError(f"route names must be unique and not 'default' or 'api': {dupes}")
         return routes
+
+    @model_validator(mode="after")
+    def _within_bound(self) -> ReceiverConfig:
+        bound = set(self.allowedNamespaces)
+        if not bound:
+            return self
+        where: list[tuple[str, str | None, list[str]]] = [
+            (f"route {r.name!r}", r.namespace, r.allowedNamespaces) for r in self.all_routes()
+        ]
+        where.append(("api", self.api.namespace, self.api.allowedNamespaces))
+        for what, namespace, allowed in where:
+            outside = sorted({namespace or self.defaultNamespace, *allowed} - bound)
+            if outside:
+                raise ValueError(
+                    f"{what} may create runs in {outside}, outside allowedNamespaces "
+                    f"{sorted(bound)}"
+                )
+        return self
 
     def all_routes(self) -> list[Route]:
         return [*self.routes, *([self.default.as_route()] if self.default else [])]
@@ -282,27 +352,56 @@ class Partition:
     alerts: list[Alert] = field(default_factory=list)
 
 
+NO_ROUTE = "NoRoute"
+NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
+
+
 @dataclass
 class Unrouted:
     fingerprint: str
     labels: dict[str, str]
     reason: str
+    code: str = NO_ROUTE
+    route: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "labels": self.labels, "reason": self.reason}
+        out = {"fingerprint": self.fingerprint, "labels": self.labels, "reason": self.reason}
+        return {**out, "error": self.code, **({"route": self.route} if self.route else {})}
+
+
+class NamespaceNotAllowed(ValueError):
+    """A sender named a namespace its route does not allow."""
+
+
+def choose_namespace(route: str, home: str, allowed: list[str], asked: str | None) -> str:
+    """The namespace of a run: the route's own (`home`) unless the sender asked for one the
+    route's allowedNamespaces lists. Anything else raises NamespaceNotAllowed: a sender never
+    picks a namespace the platform admin did not name for that route."""
+    if not asked or asked == home:
+        return home
+    if asked in allowed:
+        return asked
+    choices = f"{home!r} or one of {allowed}" if allowed else f"only {home!r}"
+    raise NamespaceNotAllowed(
+        f"namespace {asked!r} is not allowed for route {route!r}: its runs go to {choices}"
+    )
 
 
 def namespace_for(route: Route, labels: dict[str, str], config: ReceiverConfig) -> str:
-    return route.namespace or labels.get(config.namespaceLabel) or config.defaultNamespace
-
-
-_NS_RE = re.compile(NAME_PATTERN)
+    """Without allowedNamespaces the alert's namespace label is context, never consulted;
+    with them it picks among them (else NamespaceNotAllowed)."""
+    asked = labels.get(config.namespaceLabel) if route.allowedNamespaces else None
+    home = route.namespace or config.defaultNamespace
+    return choose_namespace(route.name, home, route.allowedNamespaces, asked)
 
 
 def partition(
     notification: Notification, config: ReceiverConfig
 ) -> tuple[list[Partition], list[Unrouted]]:
-    """Routes each alert, then groups alerts by (route, namespace), in order of appearance."""
+    """Routes each alert, then groups alerts by (route, namespace), in order of appearance.
+
+    Bounded by the config, not the payload: at most one partition per route and namespace
+    the route allows, however many alerts (or namespace labels) a notification carries."""
     routes = config.all_routes()
     parts: dict[tuple[str, str], Partition] = {}
     unrouted: list[Unrouted] = []
@@ -313,13 +412,13 @@ def partition(
                 Unrouted(alert.fingerprint, alert.labels, "no route matches and no default route")
             )
             continue
-        ns = namespace_for(route, alert.labels, config)
-        if not _NS_RE.match(ns) or len(ns) > 63:
-            unrouted.append(Unrouted(alert.fingerprint, alert.labels, f"invalid namespace {ns!r}"))
-            continue
-        if config.allowedNamespaces and ns not in config.allowedNamespaces:
+        try:
+            ns = namespace_for(route, alert.labels, config)
+        except NamespaceNotAllowed as err:
             unrouted.append(
-                Unrouted(alert.fingerprint, alert.labels, f"namespace {ns!r} is not allowed")
+                Unrouted(
+                    alert.fingerprint, alert.labels, str(err), NAMESPACE_NOT_ALLOWED, route.name
+                )
             )
             continue
         parts.setdefault((route.name, ns), Partition(route, ns)).alerts.append(alert)
@@ -458,6 +557,57 @@ def resolved_annotations(part: Partition, now: str) -> dict[str, str]:
         ANNOTATION_RESOLVED_FINGERPRINTS: fingerprints(part.alerts),
         ANNOTATION_LAST_NOTIFIED: now,
     }
+
+
+# ---------------------------------------------------------------- /runs limits
+
+# What a run gets for a field neither it nor its Agent sets (core.effective_limits).
+BUILTIN_LIMITS = Limits(
+    maxSteps=DEFAULT_MAX_STEPS,
+    maxConsecutiveErrors=DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    timeoutSeconds=DEFAULT_TIMEOUT_SECONDS,
+    approvalTimeoutSeconds=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+)
+
+
+class LimitTooHigh(ValueError):
+    """A /runs caller asked for more than its route allows."""
+
+    def __init__(self, field: str, asked: int, ceiling: int, source: str) -> None:
+        super().__init__(
+            f"limits.{field}={asked} exceeds {ceiling}, the most {source} allows; "
+            "ask for less or leave it out"
+        )
+        self.field = f"limits.{field}"
+
+
+def capped_limits(
+    asked: Limits | None, route: Limits | None, agent: Limits | None, agent_name: str
+) -> dict[str, Any]:
+    """spec.limits of a /runs run: the route's limits, under the caller's where it asks for
+    less. A caller may only tighten: each field's ceiling is the route's value, else the
+    Agent's, else the built-in default (none for maxTotalTokens), i.e. what the run would get
+    without the caller. Asking for more raises LimitTooHigh: refused, not clamped, so a caller
+    never runs under limits other than those it was told."""
+    merged = route.model_dump(exclude_none=True) if route is not None else {}
+    for name, value in (asked.model_dump(exclude_none=True) if asked is not None else {}).items():
+        sources = [
+            (route, "the /runs route"),
+            (agent, f"Agent {agent_name!r}"),
+            (BUILTIN_LIMITS, "the built-in default"),
+        ]
+        ceiling, source = next(
+            (
+                (getattr(lim, name), src)
+                for lim, src in sources
+                if lim is not None and getattr(lim, name) is not None
+            ),
+            (None, ""),
+        )
+        if ceiling is not None and value > ceiling:
+            raise LimitTooHigh(name, value, ceiling, source)
+        merged[name] = value
+    return merged
 
 
 # ---------------------------------------------------------------- rate limit

@@ -15,7 +15,7 @@ import urllib3
 from aiohttp.test_utils import TestClient, TestServer
 
 from agentrun import routing
-from agentrun.api import AgentRunSpec
+from agentrun.api import AgentRunSpec, Limits
 from agentrun.receiver import Receiver, RequestError, Tokens, check_auth, parse_notification
 from agentrun.routing import Matcher, ReceiverConfig, TokenBucket
 
@@ -69,10 +69,12 @@ CONFIG: dict[str, Any] = {
             "agent": "sre-agent",
             "task": "Pod {{ alert.labels.pod }} in {{ alert.labels.namespace }} crash loops: "
             "{{ alert.annotations.summary }}{{ alert.labels.nope }}",
+            "allowedNamespaces": ["shop", "web"],
             "rateLimit": {"runs": 2, "perSeconds": 60},
         },
         {"name": "pinned", "matchers": ["team=payments"], "agent": "pay", "namespace": "pay"},
     ],
+    "api": {"agents": ["sre-agent"]},
 }
 
 
@@ -134,14 +136,16 @@ def test_first_matching_route_wins_then_default() -> None:
     assert routing.select_route(config().all_routes(), {"alertname": "Other"}) is None
 
 
-def test_partition_namespace_route_then_label_then_default() -> None:
+def test_partition_namespace_is_the_routes_and_a_label_picks_only_among_its_list() -> None:
     cfg = config(default={"agent": "triage"})
     n = parse_notification(
         notification(
             alert(fingerprint="a"),
             alert(fingerprint="b", pod="other"),
-            alert(fingerprint="c", alertname="X", team="payments"),
-            alert(fingerprint="d", alertname="Y", namespace=""),
+            alert(fingerprint="w", namespace="web"),
+            alert(fingerprint="c", alertname="X", team="payments", namespace="kube-system"),
+            alert(fingerprint="d", alertname="Y", namespace="kube-system"),
+            alert(fingerprint="e", namespace=""),
         )
     )
     parts, unrouted = routing.partition(n, cfg)
@@ -149,20 +153,143 @@ def test_partition_namespace_route_then_label_then_default() -> None:
     got = [(p.route.name, p.namespace, [a.fingerprint for a in p.alerts]) for p in parts]
     assert got == [
         ("crashloop", "shop", ["a", "b"]),  # one group, one route, one namespace: one run
-        ("pinned", "pay", ["c"]),
-        ("default", "ops", ["d"]),
+        ("crashloop", "web", ["w"]),  # listed in the route's allowedNamespaces
+        ("pinned", "pay", ["c"]),  # the route's namespace, whatever the label says
+        ("default", "ops", ["d"]),  # no namespace, no list: defaultNamespace, never the label
+        ("crashloop", "ops", ["e"]),  # no label: the route's own namespace
     ]
 
 
-def test_partition_reports_unrouted_and_disallowed_namespaces() -> None:
-    cfg = config(allowedNamespaces=["pay"])
-    n = parse_notification(
-        notification(alert(fingerprint="a"), alert("firing", "b", alertname="Z"))
+def test_alert_label_cannot_pick_a_namespace_the_route_does_not_list() -> None:
+    """The attacker's alert: `namespace: kube-system` on a route that names no such namespace."""
+    cfg = routing.load_config(
+        {"defaultNamespace": "sre", "routes": [{"name": "any", "agent": "sre-agent"}]}
     )
-    parts, unrouted = routing.partition(n, cfg)
+    n = parse_notification(notification(alert(namespace="kube-system")))
+    (part,), unrouted = routing.partition(n, cfg)
+    assert unrouted == [] and part.namespace == "sre"
+    assert routing.run_manifest(part, n, 1, "T")["metadata"]["namespace"] == "sre"
+    # The label is still context for the agent, just not a destination.
+    assert part.alerts[0].labels["namespace"] == "kube-system"
+
+    listed = config()  # crashloop lists shop and web; its runs otherwise go to ops
+    for bad in ("kube-system", "agentrun-system", "pay", "Bad_Name"):
+        n = parse_notification(notification(alert(fingerprint="x", namespace=bad)))
+        parts, (refused,) = routing.partition(n, listed)
+        assert parts == []
+        assert refused.code == "NamespaceNotAllowed" and refused.route == "crashloop"
+        assert refused.reason == (
+            f"namespace {bad!r} is not allowed for route 'crashloop': its runs go to 'ops' or "
+            "one of ['shop', 'web']"
+        )
+        assert refused.as_dict()["error"] == "NamespaceNotAllowed"
+
+
+def test_choose_namespace() -> None:
+    assert routing.choose_namespace("r", "home", [], None) == "home"
+    assert routing.choose_namespace("r", "home", [], "") == "home"
+    assert routing.choose_namespace("r", "home", [], "home") == "home"
+    assert routing.choose_namespace("r", "home", ["a"], "a") == "a"
+    with pytest.raises(routing.NamespaceNotAllowed, match="its runs go to only 'home'"):
+        routing.choose_namespace("r", "home", [], "a")
+    with pytest.raises(routing.NamespaceNotAllowed, match="'home' or one of"):
+        routing.choose_namespace("r", "home", ["a"], "b")
+
+
+def test_global_allowed_namespaces_bound_every_route_at_load() -> None:
+    ok = config(allowedNamespaces=["ops", "shop", "web", "pay"])
+    assert ok.allowedNamespaces == ["ops", "shop", "web", "pay"]
+    with pytest.raises(routing.ConfigError, match=r"route 'crashloop' .* \['web'\], outside"):
+        config(allowedNamespaces=["ops", "shop", "pay"])
+    with pytest.raises(routing.ConfigError, match=r"api may create runs in \['x'\]"):
+        config(
+            allowedNamespaces=["ops", "shop", "web", "pay"],
+            api={"agents": ["a"], "allowedNamespaces": ["x"]},
+        )
+    with pytest.raises(routing.ConfigError, match=r"routes\.0\.allowedNamespaces\.0"):
+        routing.load_config(
+            {"routes": [{"name": "r", "agent": "a", "allowedNamespaces": ["Not_A_Namespace"]}]}
+        )
+
+
+def test_partition_reports_unrouted_alerts() -> None:
+    n = parse_notification(
+        notification(alert(fingerprint="a", namespace="x"), alert("firing", "b", alertname="Z"))
+    )
+    parts, unrouted = routing.partition(n, config())
     assert parts == []
-    assert [u.fingerprint for u in unrouted] == ["a", "b"]
-    assert "not allowed" in unrouted[0].reason and "no route" in unrouted[1].reason
+    assert [(u.fingerprint, u.code) for u in unrouted] == [
+        ("a", "NamespaceNotAllowed"),
+        ("b", "NoRoute"),
+    ]
+    assert "no route" in unrouted[1].reason
+
+
+def test_a_huge_group_makes_at_most_one_partition_per_allowed_namespace() -> None:
+    """Thousands of alerts, each naming another namespace: bounded by the config."""
+    n = parse_notification(
+        notification(*(alert(fingerprint=f"f{i}", namespace=f"ns-{i}") for i in range(3000)))
+    )
+    parts, unrouted = routing.partition(n, config())
+    assert parts == [] and len(unrouted) == 3000
+    n = parse_notification(
+        notification(
+            *(alert(fingerprint=f"f{i}", namespace=("shop", "web", "")[i % 3]) for i in range(3000))
+        )
+    )
+    parts, unrouted = routing.partition(n, config())
+    assert [(p.namespace, len(p.alerts)) for p in parts] == [
+        ("shop", 1000),
+        ("web", 1000),
+        ("ops", 1000),
+    ]
+    run = routing.run_manifest(parts[0], n, 1, "T")
+    assert len(run["spec"]["input"]["context"]["alerts"]) == routing.MAX_ALERTS_IN_INPUT
+    notes = run["metadata"]["annotations"]
+    assert len(notes[routing.ANNOTATION_FINGERPRINTS]) <= routing.MAX_ANNOTATION_CHARS
+
+
+# ---------------------------------------------------------------- /runs limits
+
+
+def test_capped_limits_only_tighten() -> None:
+    L = Limits
+    route = L(maxSteps=10, timeoutSeconds=600)
+    agent = L(maxSteps=50, maxConsecutiveErrors=2, maxTotalTokens=1000)
+    # Nothing asked: the route's limits.
+    assert routing.capped_limits(None, route, agent, "a") == {"maxSteps": 10, "timeoutSeconds": 600}
+    assert routing.capped_limits(None, None, agent, "a") == {}
+    # Less is fine, merged over the route's.
+    asked = L(maxSteps=5, maxConsecutiveErrors=1, maxTotalTokens=10, approvalTimeoutSeconds=60)
+    assert routing.capped_limits(asked, route, agent, "a") == {
+        "maxSteps": 5,
+        "timeoutSeconds": 600,
+        "maxConsecutiveErrors": 1,
+        "maxTotalTokens": 10,
+        "approvalTimeoutSeconds": 60,
+    }
+    # More is refused, naming the field and whose ceiling it is.
+    cases = [
+        (L(maxSteps=11), "limits.maxSteps=11 exceeds 10, the most the /runs route allows"),
+        (L(timeoutSeconds=601), "limits.timeoutSeconds=601 exceeds 600, the most the /runs"),
+        (L(maxConsecutiveErrors=3), "limits.maxConsecutiveErrors=3 exceeds 2, the most Agent 'a'"),
+        (L(maxTotalTokens=1001), "limits.maxTotalTokens=1001 exceeds 1000, the most Agent 'a'"),
+        (
+            L(approvalTimeoutSeconds=24 * 3600 + 1),
+            "limits.approvalTimeoutSeconds=86401 exceeds 86400, the most the built-in default",
+        ),
+    ]
+    for ask, message in cases:
+        with pytest.raises(routing.LimitTooHigh) as err:
+            routing.capped_limits(ask, route, agent, "a")
+        assert str(err.value).startswith(message)
+        assert err.value.field == message.split("=")[0]
+    # Neither route nor Agent: the built-in defaults; maxTotalTokens has none.
+    with pytest.raises(routing.LimitTooHigh, match="exceeds 20, the most the built-in"):
+        routing.capped_limits(L(maxSteps=21), None, None, "a")
+    assert routing.capped_limits(L(maxTotalTokens=10**9), None, None, "a") == {
+        "maxTotalTokens": 10**9
+    }
 
 
 # ---------------------------------------------------------------- keys and manifests
@@ -313,7 +440,12 @@ def test_invalid_notifications(body: Any, fragment: str) -> None:
 class FakeStore:
     def __init__(self) -> None:
         self.runs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.agents = {("ops", "sre-agent")}
+        self.agents: dict[tuple[str, str], dict[str, Any]] = {
+            ("ops", "sre-agent"): {"spec": {"limits": {"maxSteps": 30}}},
+            ("shop", "sre-agent"): {"spec": {}},
+            ("kube-system", "sre-agent"): {"spec": {}},
+            ("ops", "other-agent"): {"spec": {}},
+        }
         self.fail_with: Exception | None = None
 
     async def list_runs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -338,8 +470,8 @@ class FakeStore:
     async def annotate_run(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         self.runs[(namespace, name)]["metadata"].setdefault("annotations", {}).update(annotations)
 
-    async def agent_exists(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self.agents
+    async def get_agent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.agents.get((namespace, name))
 
 
 def with_client(
@@ -510,4 +642,166 @@ def test_http_generic_runs_endpoint() -> None:
         assert status == 401
         assert len(store.runs) == 2
 
+    with_client(config(api={"agents": ["sre-agent", "ghost"]}), test)
+
+
+def test_http_alert_cannot_steer_the_namespace() -> None:
+    """An alert sender sets `namespace: kube-system`: no run there, whatever the route."""
+    open_route = {"name": "open", "matchers": ["alertname=Open"], "agent": "sre-agent"}
+
+    async def test(client: Any, store: FakeStore, recv: Receiver) -> None:
+        # A route without allowedNamespaces: the run is in the route's namespace.
+        status, body = await _post(
+            client,
+            "/alertmanager",
+            notification(alert(alertname="Open", namespace="kube-system"), group_key="g1"),
+        )
+        assert status == 200, body
+        assert [(c["namespace"], c["route"]) for c in body["created"]] == [("ops", "open")]
+        # A route with allowedNamespaces: anything else is refused, clearly, and counted.
+        status, body = await _post(
+            client, "/alertmanager", notification(alert(namespace="kube-system"), group_key="g2")
+        )
+        assert (status, body["error"]) == (403, "NamespaceNotAllowed"), body
+        assert body["message"] == (
+            "namespace 'kube-system' is not allowed for route 'crashloop': its runs go to "
+            "'ops' or one of ['shop', 'web']; nothing was created"
+        )
+        assert body["unrouted"][0]["error"] == "NamespaceNotAllowed"
+        assert (
+            recv.metrics.get(
+                "agentrun_receiver_refused_total", route="crashloop", reason="NamespaceNotAllowed"
+            )
+            == 1
+        )
+        # Mixed: the allowed part goes through, the rest is listed.
+        mixed = notification(
+            alert(fingerprint="ok"),
+            alert(fingerprint="bad", namespace="kube-system"),
+            group_key="g3",
+        )
+        status, body = await _post(client, "/alertmanager", mixed)
+        assert status == 200 and [c["namespace"] for c in body["created"]] == ["shop"]
+        assert [u["fingerprint"] for u in body["unrouted"]] == ["bad"]
+        assert sorted({ns for ns, _ in store.runs}) == ["ops", "shop"]
+        text = await (await client.get("/metrics")).text()
+        assert (
+            'agentrun_receiver_refused_total{reason="NamespaceNotAllowed",route="crashloop"} 2'
+            in text
+        )
+
+    with_client(config(routes=[*CONFIG["routes"], open_route]), test)
+
+
+def test_http_huge_group_creates_bounded_runs_and_a_bounded_answer() -> None:
+    big = {"runs": 10000, "perSeconds": 1}
+    route = {"name": "open", "agent": "sre-agent", "rateLimit": big}
+
+    async def test(client: Any, store: FakeStore, recv: Receiver) -> None:
+        alerts = [alert(fingerprint=f"f{i}", namespace=f"ns-{i}") for i in range(2000)]
+        status, body = await _post(client, "/alertmanager", notification(*alerts))
+        assert status == 200, body
+        assert len(store.runs) == 1 and body["created"][0]["namespace"] == "ops"
+
+    with_client(config(routes=[route]), test)
+
+    async def listed(client: Any, store: FakeStore, recv: Receiver) -> None:
+        alerts = [alert(fingerprint=f"f{i}", namespace=f"ns-{i}") for i in range(2000)]
+        status, body = await _post(client, "/alertmanager", notification(*alerts))
+        assert (status, body["error"]) == (403, "NamespaceNotAllowed")
+        assert len(body["unrouted"]) == routing.MAX_UNROUTED_IN_REPLY
+        assert body["unroutedCount"] == 2000 and store.runs == {}
+
+    listed_route = {**route, "allowedNamespaces": ["shop"]}
+    with_client(config(routes=[listed_route]), listed)
+
+
+def test_http_alert_never_folds_into_a_run_it_did_not_create() -> None:
+    """A /runs caller names its run like the alert group's next run: the alert does not
+    record itself on it (nor take it as its own)."""
+
+    async def test(client: Any, store: FakeStore, recv: Receiver) -> None:
+        n = parse_notification(notification(group_key="g"))
+        (part,), _ = routing.partition(n, recv.config)
+        squat = routing.run_manifest(part, n, 1, "T")["metadata"]["name"]
+        store.runs[("shop", squat)] = {"metadata": {"name": squat, "namespace": "shop"}}
+        status, body = await _post(client, "/alertmanager", notification(group_key="g"))
+        assert status == 200 and body["created"] == [] and body["deduplicated"] == []
+        assert body["ignored"][0]["name"] == squat
+        assert "annotations" not in store.runs[("shop", squat)]["metadata"]
+
     with_client(config(), test)
+
+
+def test_http_runs_caller_is_bound_to_its_route() -> None:
+    api = {
+        "agents": ["sre-agent"],
+        "allowedNamespaces": ["shop"],
+        "limits": {"maxSteps": 10, "timeoutSeconds": 600, "maxTotalTokens": 5000},
+    }
+
+    async def test(client: Any, store: FakeStore, recv: Receiver) -> None:
+        req = {"agent": "sre-agent", "task": "Check the nightly backup."}
+        refusals: list[tuple[dict[str, Any], int, str, str]] = [
+            ({"namespace": "kube-system"}, 403, "NamespaceNotAllowed", "namespace"),
+            ({"agent": "other-agent"}, 403, "AgentNotAllowed", "agent"),
+            ({"limits": {"maxSteps": 11}}, 422, "LimitTooHigh", "limits.maxSteps"),
+            ({"limits": {"timeoutSeconds": 601}}, 422, "LimitTooHigh", "limits.timeoutSeconds"),
+            ({"limits": {"maxTotalTokens": 5001}}, 422, "LimitTooHigh", "limits.maxTotalTokens"),
+            (
+                {"limits": {"maxConsecutiveErrors": 4}},
+                422,
+                "LimitTooHigh",
+                "limits.maxConsecutiveErrors",
+            ),
+            (
+                {"limits": {"approvalTimeoutSeconds": 86401}},
+                422,
+                "LimitTooHigh",
+                "limits.approvalTimeoutSeconds",
+            ),
+            ({"cancel": True}, 400, "InvalidPayload", "cancel"),
+            ({"spec": {"cancel": True}}, 400, "InvalidPayload", "spec"),
+            ({"limits": {"maxSteps": 5, "x": 1}}, 400, "InvalidPayload", "limits.x"),
+            ({"labels": {"a": "b"}}, 400, "InvalidPayload", "labels"),
+        ]
+        for extra, code, error, field in refusals:
+            status, body = await _post(client, "/runs", {**req, **extra})
+            assert (status, body["error"], body.get("field")) == (code, error, field), body
+            assert body["message"]
+        assert store.runs == {}
+        assert recv.metrics.get("agentrun_receiver_refused_total", route="api") == 7
+        assert (
+            recv.metrics.get("agentrun_receiver_refused_total", route="api", reason="LimitTooHigh")
+            == 5
+        )
+        # The route's limits when the caller names none; less when it asks for less.
+        status, body = await _post(client, "/runs", req)
+        assert status == 201 and body["created"]["namespace"] == "ops"
+        run = store.runs[("ops", body["created"]["name"])]
+        assert run["spec"]["limits"] == api["limits"]
+        assert set(run["spec"]) == {"agentRef", "input", "limits"}
+        status, body = await _post(
+            client, "/runs", {**req, "namespace": "shop", "limits": {"maxSteps": 3}}
+        )
+        assert status == 201 and body["created"]["namespace"] == "shop"
+        run = store.runs[("shop", body["created"]["name"])]
+        assert run["spec"]["limits"] == {**api["limits"], "maxSteps": 3}
+
+    with_client(config(api=api), test)
+
+    async def no_agents(client: Any, store: FakeStore, recv: Receiver) -> None:
+        status, body = await _post(client, "/runs", {"agent": "sre-agent", "task": "t"})
+        assert (status, body["error"]) == (403, "AgentNotAllowed")
+        assert "allows none (set api.agents)" in body["message"] and store.runs == {}
+
+    with_client(config(api={}), no_agents)
+
+    async def agent_ceiling(client: Any, store: FakeStore, recv: Receiver) -> None:
+        # No route limit for maxSteps: the Agent's (30) is the ceiling, not the CRD's 1000.
+        req = {"agent": "sre-agent", "task": "t", "limits": {"maxSteps": 31}}
+        status, body = await _post(client, "/runs", req)
+        assert (status, body["field"]) == (422, "limits.maxSteps")
+        assert "Agent 'sre-agent'" in body["message"] and store.runs == {}
+
+    with_client(config(), agent_ceiling)
