@@ -358,6 +358,7 @@ class Decision(StrEnum):
     APPROVED = "Approved"
     REJECTED = "Rejected"
     REFUSED = "Refused"  # an approval that did not match the pending action
+    EXPIRED = "Expired"  # no decision within limits.approvalTimeoutSeconds
 
 
 class ApprovalRecord(Model):

@@ -18,6 +18,7 @@ from .api import (
     ANNOTATION_ANSWER,
     ANNOTATION_APPROVE,
     ANNOTATION_REJECT,
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFAULT_MAX_STEPS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -38,12 +39,15 @@ from .api import (
     PromptRef,
     RunResult,
     ThreadEvent,
+    ToolSnapshot,
     Urgency,
     Usage,
 )
 from .naming import action_hash, canonical_json, job_name
+from .policy import Policy, snapshot
 from .templating import MissingValue, fill
 
+FORGED = "ForgedJob"  # JobObservation.reason: the Job or pod is not the one the operator made
 MAX_THREAD_EVENTS = 200
 MAX_EVENT_CONTENT = 4000
 MAX_APPROVAL_RECORDS = 50
@@ -55,11 +59,28 @@ COMPACTED_CONTENT = 300
 
 @dataclass(frozen=True)
 class Config:
-    """The Agent, its tools and the prompt, resolved for this run."""
+    """The Agent, its tools and the prompt, resolved for this run. `snapshots` hold what each
+    tool runs (admin policy applied; effect never lower than the tool can do): a proposed
+    call freezes its tool's snapshot, and the Job is built from that, never from the spec."""
 
     agent: AgentSpec
     tools: dict[str, AgentToolSpec]
     prompt: PromptRef
+    snapshots: dict[str, ToolSnapshot]
+
+    @classmethod
+    def of(
+        cls,
+        agent: AgentSpec,
+        tools: dict[str, AgentToolSpec],
+        prompt: PromptRef,
+        policy: Policy | None = None,
+    ) -> Config:
+        """Snapshots taken under the given (or the default) policy; the specs' effects are the
+        snapshots' own, so the model is told what needs approval."""
+        snaps = {n: snapshot(n, t, policy or Policy()) for n, t in tools.items()}
+        specs = {n: t.model_copy(update={"effect": snaps[n].effect}) for n, t in tools.items()}
+        return cls(agent=agent, tools=specs, prompt=prompt, snapshots=snaps)
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,9 @@ class ConfigError:
 class ToolCall:
     tool: str
     arguments: dict[str, Any]
+    # The target's state when proposed (a write's pod uid, revision, replicas), resolved by
+    # the adapter; shown to the approver, covered by the hash, checked by the tool.
+    preconditions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,7 @@ class JobObservation:
     outputRef: str | None = None
     # NOT_FOUND for a Job this operator process saw exist: it was deleted, not never created.
     existed: bool = False
+    uid: str | None = None  # of the Job the result came from
 
 
 @dataclass(frozen=True)
@@ -152,6 +177,8 @@ class CreateJob:
     arguments: dict[str, Any]
     name: str
     actionHash: str
+    snapshot: ToolSnapshot
+    preconditions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,6 +225,7 @@ class EffectiveLimits:
     maxConsecutiveErrors: int
     timeoutSeconds: int
     maxTotalTokens: int | None
+    approvalTimeoutSeconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
 
 
 def effective_limits(run: AgentRun, agent: AgentSpec | None) -> EffectiveLimits:
@@ -215,6 +243,7 @@ def effective_limits(run: AgentRun, agent: AgentSpec | None) -> EffectiveLimits:
         maxConsecutiveErrors=pick("maxConsecutiveErrors", DEFAULT_MAX_CONSECUTIVE_ERRORS),
         timeoutSeconds=pick("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS),
         maxTotalTokens=pick("maxTotalTokens", None),
+        approvalTimeoutSeconds=pick("approvalTimeoutSeconds", DEFAULT_APPROVAL_TIMEOUT_SECONDS),
     )
 
 
@@ -284,6 +313,7 @@ class _Step:
         self.generation: int | None = run.metadata.get("generation")
         self.annotations: dict[str, str] = run.metadata.get("annotations") or {}
         self.config: Config | None = None
+        self.wake: datetime | None = None  # an earlier wake-up than the run's deadline
 
     def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> None:
         self.status.conditions = cond.set_condition(
@@ -403,8 +433,8 @@ def _transition(st: _Step) -> None:
         _next_model_call(st, limits)
 
     if status.completionTime is None:
-        # Wake up at the deadline even if nothing else happens.
-        remaining = (deadline - obs.now).total_seconds()
+        # Wake up at the deadline (or an approval's expiry) even if nothing else happens.
+        remaining = (min(deadline, st.wake or deadline) - obs.now).total_seconds()
         st.actions.append(RequeueAfter(seconds=max(1.0, remaining)))
 
 
@@ -458,18 +488,29 @@ def _take_reply(
         status.consecutiveErrors = 0
         st.finish(True, "Completed", "The agent finished")
         return
-    tool = config.tools.get(action.tool)
-    if tool is None:
+    snap = config.snapshots.get(action.tool)
+    if snap is None:
         if not st.error(f"Unknown tool {action.tool!r}; use one of the offered tools.", limits):
             _next_model_call(st, limits)
         return
-    _request_tool(st, action, tool)
+    _request_tool(st, action, snap, limits)
 
 
-def _request_tool(st: _Step, call: ToolCall, tool: AgentToolSpec) -> None:
+def describe_snapshot(snap: ToolSnapshot) -> str:
+    """What runs, in one line, for the approver (Events, conditions)."""
+    return (
+        f"image {snap.image}, command {canonical_json(snap.command)}, "
+        f"serviceAccount {snap.serviceAccountName}, timeout {snap.timeoutSeconds}s, "
+        f"spec {snap.specDigest[:12]}"
+    )
+
+
+def _request_tool(st: _Step, call: ToolCall, snap: ToolSnapshot, limits: EffectiveLimits) -> None:
     status = st.status
     uid = str(st.run.metadata.get("uid", ""))
-    digest = action_hash(uid, status.step, call.tool, call.arguments)
+    digest = action_hash(
+        uid, status.step, call.tool, call.arguments, snap.specDigest, call.preconditions
+    )
     name = job_name(str(st.run.metadata.get("name", "run")), uid, status.step)
     st.thread(
         EventType.TOOL_CALL,
@@ -477,21 +518,24 @@ def _request_tool(st: _Step, call: ToolCall, tool: AgentToolSpec) -> None:
         tool=call.tool,
         arguments=call.arguments,
     )
-    write = tool.effect is Effect.WRITE
+    write = snap.effect is Effect.WRITE
     status.currentAction = CurrentAction(
         step=status.step,
         tool=call.tool,
-        effect=tool.effect,
+        effect=snap.effect,
         arguments=call.arguments,
         actionHash=digest,
         requestedTime=st.now,
         state=ActionState.AWAITING_APPROVAL if write else ActionState.READY,
         jobRef=name,
+        preconditions=call.preconditions,
+        snapshot=snap,
     )
     if not write:
         _start_job(st, status.currentAction)
         return
     command = approve_command(st.run, digest)
+    expires = st.obs.now + timedelta(seconds=limits.approvalTimeoutSeconds)
     status.pendingAction = PendingAction(
         step=status.step,
         tool=call.tool,
@@ -499,6 +543,9 @@ def _request_tool(st: _Step, call: ToolCall, tool: AgentToolSpec) -> None:
         actionHash=digest,
         requestedTime=st.now,
         approveCommand=command,
+        expiresTime=iso(expires),
+        preconditions=call.preconditions,
+        snapshot=snap,
     )
     st.set(
         cond.APPROVAL_PENDING,
@@ -509,15 +556,23 @@ def _request_tool(st: _Step, call: ToolCall, tool: AgentToolSpec) -> None:
     # A decision left over from an earlier action must never apply to this one.
     if any(k in st.annotations for k in DECISION_ANNOTATIONS):
         st.consume(DECISION_ANNOTATIONS)
+    bound = f", on {canonical_json(call.preconditions)}" if call.preconditions else ""
     st.event(
         "Normal",
         "ApprovalRequested",
-        f"Step {status.step} wants to run {call.tool} {canonical_json(call.arguments)}; "
-        f"approve with: {command}",
+        f"Step {status.step} wants to run {call.tool} {canonical_json(call.arguments)}{bound} "
+        f"({describe_snapshot(snap)}); approve with: {command}",
     )
 
 
 def _start_job(st: _Step, current: CurrentAction) -> None:
+    snap = current.snapshot
+    if snap is None:
+        # Recorded by an operator that froze nothing: a read runs as the tool is now; a
+        # write is never run from a live spec (it is refused in _advance_action).
+        snap = st.config.snapshots.get(current.tool) if st.config is not None else None
+        if snap is None or snap.effect is not Effect.READ:
+            return
     st.actions.append(
         CreateJob(
             step=current.step,
@@ -526,6 +581,8 @@ def _start_job(st: _Step, current: CurrentAction) -> None:
             arguments=current.arguments,
             name=current.jobRef,
             actionHash=current.actionHash,
+            snapshot=snap,
+            preconditions=current.preconditions,
         )
     )
 
@@ -533,8 +590,12 @@ def _start_job(st: _Step, current: CurrentAction) -> None:
 def _advance_action(
     st: _Step, current: CurrentAction, config: Config, limits: EffectiveLimits
 ) -> None:
+    unfrozen = current.effect is Effect.WRITE and current.snapshot is None
+    if unfrozen and current.state is not ActionState.JOB_CREATED:
+        _drop_unfrozen_write(st, current, limits)
+        return
     if current.state is ActionState.AWAITING_APPROVAL:
-        _await_approval(st, current, limits)
+        _await_approval(st, current, config, limits)
         return
     job = st.obs.job
     if current.state is ActionState.READY:
@@ -552,7 +613,25 @@ def _advance_action(
     _take_job_result(st, current, job, config, limits)
 
 
-def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) -> None:
+def _drop_unfrozen_write(st: _Step, current: CurrentAction, limits: EffectiveLimits) -> None:
+    """A write proposed before snapshots existed: what would run was never shown, so it is
+    not run; the model is asked again and its new proposal is frozen."""
+    status = st.status
+    status.currentAction = None
+    status.pendingAction = None
+    message = (
+        f"The proposed {current.tool} was recorded without a snapshot of what it runs, so it "
+        "cannot be approved; it did not run. Propose it again."
+    )
+    st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Reproposed", message)
+    st.thread(EventType.ERROR, message, tool=current.tool)
+    st.event("Warning", "Reproposed", message)
+    _next_model_call(st, limits)
+
+
+def _await_approval(
+    st: _Step, current: CurrentAction, config: Config, limits: EffectiveLimits
+) -> None:
     status, ann = st.status, st.annotations
     reject, approve = ann.get(ANNOTATION_REJECT), ann.get(ANNOTATION_APPROVE)
     base = {
@@ -562,6 +641,20 @@ def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) 
         "time": st.now,
         "approver": ann.get(ANNOTATION_DECIDED_BY, ""),
     }
+    expires = parse_time(current.requestedTime) + timedelta(seconds=limits.approvalTimeoutSeconds)
+    pending = status.pendingAction
+    if pending is not None and pending.expiresTime is not None:
+        expires = parse_time(pending.expiresTime)
+    if st.obs.now >= expires:
+        st.audit(ApprovalRecord(decision=Decision.EXPIRED, reason="no decision in time", **base))
+        st.finish(
+            False,
+            "ApprovalExpired",
+            f"Step {current.step} {current.tool} waited {limits.approvalTimeoutSeconds}s for "
+            "an approval (limits.approvalTimeoutSeconds); nothing ran",
+        )
+        return
+    st.wake = expires
     if reject is not None:
         reason = reject.strip() or "no reason given"
         st.audit(ApprovalRecord(decision=Decision.REJECTED, reason=reason, **base))
@@ -579,6 +672,7 @@ def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) 
         _next_model_call(st, limits)
         return
     if approve is None:
+        _warn_if_tool_changed(st, current, config)
         return
     if approve.strip() != current.actionHash:
         st.audit(
@@ -608,6 +702,25 @@ def _await_approval(st: _Step, current: CurrentAction, limits: EffectiveLimits) 
     _start_job(st, approved)
 
 
+def _warn_if_tool_changed(st: _Step, current: CurrentAction, config: Config) -> None:
+    """The AgentTool changed after the proposal: approving still runs exactly the frozen
+    snapshot shown in pendingAction. Told once, on the condition and in an Event."""
+    live, frozen = config.snapshots.get(current.tool), current.snapshot
+    if frozen is None or (live is not None and live.specDigest == frozen.specDigest):
+        return
+    pending = cond.get(st.status.conditions, cond.APPROVAL_PENDING)
+    if pending is not None and pending.reason == "ToolChanged":
+        return
+    now = "was removed" if live is None else f"changed (spec {live.specDigest[:12]})"
+    message = (
+        f"AgentTool {current.tool} {now} after step {current.step} was proposed; approving "
+        f"runs the frozen snapshot in pendingAction ({describe_snapshot(frozen)}), not the new "
+        f"spec. Approve with: {approve_command(st.run, current.actionHash)}"
+    )
+    st.set(cond.APPROVAL_PENDING, ConditionStatus.TRUE, "ToolChanged", message)
+    st.event("Warning", "ToolChanged", message)
+
+
 def _take_job_result(
     st: _Step,
     current: CurrentAction,
@@ -617,7 +730,15 @@ def _take_job_result(
 ) -> None:
     status = st.status
     status.currentAction = None
-    refs = {"tool": current.tool, "jobRef": current.jobRef, "outputRef": job.outputRef}
+    refs = {
+        "tool": current.tool,
+        "jobRef": current.jobRef,
+        "outputRef": job.outputRef,
+        "jobUID": job.uid,
+        "specDigest": current.snapshot.specDigest if current.snapshot else None,
+    }
+    if job.reason == FORGED:
+        st.event("Warning", FORGED, job.content)
     if current.prefetch:
         # Prefetched evidence, good or bad, is context for the first model call, not an error
         # of the agent's.
@@ -640,7 +761,7 @@ def _take_job_result(
             "it was not run again."
         )
     elif job.reason == "DeadlineExceeded":
-        timeout = config.tools[current.tool].timeoutSeconds if current.tool in config.tools else 0
+        timeout = current.snapshot.timeoutSeconds if current.snapshot else 0
         text = f"Tool {current.tool} timed out after {timeout}s (Job {current.jobRef})."
     else:
         detail = job.content or job.message or job.reason or "no output"
@@ -687,8 +808,8 @@ def _start_prefetch(st: _Step, config: Config, limits: EffectiveLimits) -> None:
     status = st.status
     index = status.prefetched
     call = config.agent.prefetch[index]
-    tool = config.tools.get(call.tool)
-    if tool is None or tool.effect is not Effect.READ:
+    snap = config.snapshots.get(call.tool)
+    if snap is None or snap.effect is not Effect.READ:
         status.prefetched += 1
         st.thread(EventType.ERROR, f"Prefetch {call.tool}: not a read tool of this agent; skipped.")
         _next_model_call(st, limits)
@@ -719,11 +840,12 @@ def _start_prefetch(st: _Step, config: Config, limits: EffectiveLimits) -> None:
         tool=call.tool,
         effect=Effect.READ,
         arguments=arguments,
-        actionHash=action_hash(uid, -1 - index, call.tool, arguments),
+        actionHash=action_hash(uid, -1 - index, call.tool, arguments, snap.specDigest),
         requestedTime=st.now,
         state=ActionState.READY,
         jobRef=name,
         prefetch=True,
+        snapshot=snap,
     )
     _start_job(st, status.currentAction)
 

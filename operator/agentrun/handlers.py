@@ -21,6 +21,7 @@ from . import admission, jobs, metrics, restart
 from . import receiver as alert_receiver
 from .api import GROUP, LABEL_RUN, VERSION
 from .model import ModelClient
+from .policy import Policy
 from .runner import Runner, Settings
 
 RUNS = (GROUP, VERSION, "agentruns")
@@ -82,7 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         api,
         ModelClient(),
         Settings(
-            tool_image=os.environ.get("AGENTRUN_TOOL_IMAGE", Settings.tool_image),
+            policy=Policy.from_env(),
             coalesce_seconds=float(
                 os.environ.get("AGENTRUN_COALESCE_SECONDS", Settings.coalesce_seconds)
             ),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .api import API_VERSION, LABEL_RUN, LABEL_STEP, LABEL_TOOL, AgentToolSpec, Effect
-from .core import JobObservation, JobPhase
+from .api import API_VERSION, LABEL_RUN, LABEL_STEP, LABEL_TOOL, Effect, ToolSnapshot
+from .builtin_tools.common import PRECONDITIONS_ENV
+from .core import FORGED, JobObservation, JobPhase
 from .envelope import ENVELOPE_KEY, Envelope
 from .naming import canonical_json, output_name
 
@@ -15,8 +16,6 @@ ANNOTATION_JOB = "agentrun.dev/job"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "agentrun"
 CONTAINER = "tool"
-DEFAULT_TOOL_COMMAND = ["agentrun-tool"]
-DEFAULT_SERVICE_ACCOUNTS = {Effect.READ: "agentrun-tool-read", Effect.WRITE: "agentrun-tool-write"}
 TOOL_UID = 65532  # the distroless "nonroot" user
 JOB_TTL_SECONDS = 3600
 OUTPUT_CONFIGMAP_LIMIT = 512 * 1024  # a ConfigMap holds at most 1 MiB in total
@@ -52,7 +51,7 @@ def step_labels(run_name: str, step: int, tool_name: str) -> dict[str, str]:
     }
 
 
-def _resources(tool: AgentToolSpec) -> dict[str, dict[str, str]]:
+def _resources(tool: ToolSnapshot) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for kind in ("requests", "limits"):
         values = getattr(tool.resources, kind).model_dump(exclude_none=True)
@@ -68,27 +67,31 @@ def build_job(
     run_uid: str,
     step: int,
     tool_name: str,
-    tool: AgentToolSpec,
+    tool: ToolSnapshot,
     arguments: dict[str, Any],
     job_name: str,
     action_hash: str,
-    default_image: str,
+    preconditions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job for one tool call; its name makes a repeated create a harmless 409."""
+    """The batch/v1 Job for one tool call, built only from the frozen snapshot of what was
+    proposed (and approved); its name makes a repeated create a harmless 409."""
     labels = step_labels(run_name, step, tool_name)
+    run_env = [
+        {"name": "AGENTRUN_RUN", "value": run_name},
+        {"name": "AGENTRUN_NAMESPACE", "value": run_namespace},
+        {"name": "AGENTRUN_STEP", "value": str(step)},
+        {"name": "AGENTRUN_OUTPUT_LIMIT", "value": str(tool.outputLimitBytes)},
+    ]
+    if preconditions:
+        run_env.append({"name": PRECONDITIONS_ENV, "value": canonical_json(preconditions)})
+    # The tool's own settings first: the run's variables after them win (last one counts).
+    tool_env = [{"name": e.name, "value": e.value} for e in tool.env]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": tool.image or default_image,
-        "command": list(tool.command or DEFAULT_TOOL_COMMAND),
+        "image": tool.image,
+        "command": list(tool.command),
         "args": [tool.builtin or tool_name, canonical_json(arguments)],
-        "env": [
-            # The tool's own settings first: the run's variables below cannot be overridden.
-            *({"name": e.name, "value": e.value} for e in tool.env),
-            {"name": "AGENTRUN_RUN", "value": run_name},
-            {"name": "AGENTRUN_NAMESPACE", "value": run_namespace},
-            {"name": "AGENTRUN_STEP", "value": str(step)},
-            {"name": "AGENTRUN_OUTPUT_LIMIT", "value": str(tool.outputLimitBytes)},
-        ],
+        "env": [*tool_env, *run_env],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -102,7 +105,7 @@ def build_job(
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": tool.serviceAccountName or DEFAULT_SERVICE_ACCOUNTS[tool.effect],
+        "serviceAccountName": tool.serviceAccountName,
         "automountServiceAccountToken": True,  # the tools call the API
         "enableServiceLinks": False,
         "securityContext": {
@@ -140,6 +143,71 @@ def build_job(
             },
         },
     }
+
+
+# ---------------------------------------------------------------- provenance
+
+# What decides what a tool pod does: a Job or pod that differs in any of these is not ours.
+_RUNS = ("image", "command", "args", "env")
+
+
+def _container(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    for c in pod_spec.get("containers") or []:
+        if c.get("name") == CONTAINER:
+            return dict(c)
+    return {}
+
+
+def _what_runs(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    c = _container(pod_spec)
+    env = [{"name": e.get("name"), "value": e.get("value", "")} for e in c.get("env") or []]
+    return {
+        "serviceAccountName": pod_spec.get("serviceAccountName"),
+        "containers": len(pod_spec.get("containers") or []),
+        "initContainers": len(pod_spec.get("initContainers") or []),
+        **{k: c.get(k) for k in _RUNS if k != "env"},
+        "env": env,
+    }
+
+
+def job_mismatch(job: dict[str, Any], manifest: dict[str, Any]) -> str | None:
+    """Why a found Job is not the one built from the snapshot (None: it is). A Job made under
+    the predicted name by someone else runs something else, or for another run."""
+    name = (job.get("metadata") or {}).get("name", "")
+    owners = {r.get("uid") for r in (job.get("metadata") or {}).get("ownerReferences") or []}
+    run_uid = manifest["metadata"]["ownerReferences"][0]["uid"]
+    if run_uid not in owners:
+        return f"Job {name} is not owned by this run"
+    got = _what_runs(((job.get("spec") or {}).get("template") or {}).get("spec") or {})
+    want = _what_runs(manifest["spec"]["template"]["spec"])
+    diff = sorted(k for k in want if got.get(k) != want[k])
+    return f"Job {name} differs from the approved action in {', '.join(diff)}" if diff else None
+
+
+def pod_mismatch(pod: dict[str, Any], job: dict[str, Any]) -> str | None:
+    """Why a pod is not the Job's own (None: it is): the job controller makes it, owned by the
+    Job's uid, running the Job's template. A pod made by hand with the Job's labels is not."""
+    meta, job_meta = pod.get("metadata") or {}, job.get("metadata") or {}
+    refs: list[dict[str, Any]] = meta.get("ownerReferences") or []
+    owner = next((r for r in refs if r.get("controller")), {})
+    if not job_meta.get("uid") or owner.get("uid") != job_meta.get("uid"):
+        return f"pod {meta.get('name')} is not controlled by Job {job_meta.get('name')}"
+    got = _what_runs(pod.get("spec") or {})
+    want = _what_runs(((job.get("spec") or {}).get("template") or {}).get("spec") or {})
+    diff = sorted(k for k in want if got.get(k) != want[k])
+    if diff:
+        return f"pod {meta.get('name')} differs from its Job's template in {', '.join(diff)}"
+    return None
+
+
+def forged(name: str, why: str) -> JobObservation:
+    text = (
+        f"Tool result refused: {why}. The operator did not create it; its output was not "
+        "read. The tool did not run as proposed."
+    )
+    return JobObservation(
+        name=name, phase=JobPhase.FAILED, reason=FORGED, message=why, content=text
+    )
 
 
 def output_configmap(

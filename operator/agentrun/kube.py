@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import rawapi
 from .api import GROUP, VERSION
+from .policy import CREDENTIALS_LABEL
 
 COMPONENT = "agentrun-operator"
 AGENTRUNS, AGENTS, AGENTTOOLS = "agentruns", "agents", "agenttools"
@@ -75,8 +76,14 @@ def _create(api: client.ApiClient, path: str, manifest: dict[str, Any]) -> None:
         _absent(exc, 409)
 
 
-def create_job(api: client.ApiClient, manifest: dict[str, Any]) -> None:
-    _create(api, _ns_path("/apis/batch/v1", manifest["metadata"]["namespace"], "jobs"), manifest)
+def create_job(api: client.ApiClient, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The created Job; None when one of that name already existed (409)."""
+    path = _ns_path("/apis/batch/v1", manifest["metadata"]["namespace"], "jobs")
+    try:
+        return _json(api, "POST", path, manifest)
+    except ApiException as exc:
+        _absent(exc, 409)
+        return None
 
 
 def ensure_configmap(api: client.ApiClient, manifest: dict[str, Any]) -> None:
@@ -234,13 +241,36 @@ def get_tool(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None
     return _get(api, _crd(ns, AGENTTOOLS, name))
 
 
-def read_secret_key(api: client.ApiClient, ns: str, name: str, key: str) -> str | None:
-    """One key of a Secret, decoded; None when the Secret or key is missing. Never logged."""
-    secret = _get(api, _ns_path("/api/v1", ns, "secrets", name))
-    value = ((secret or {}).get("data") or {}).get(key)
+class CredentialError(Exception):
+    """A credential the operator may not or cannot use; the message names the Secret, never
+    its data."""
+
+
+def read_credential(api: client.ApiClient, ns: str, name: str, key: str) -> str:
+    """One key of a Secret that opted in (label agentrun.dev/credentials: "true"), read from
+    ns: the operator's credentials namespace, never the namespace of the run that names it.
+    An Agent author names a Secret; without the opt-in they could make the operator send any
+    Secret the operator can read (a database password) to a model or webhook endpoint."""
+    where = f"Secret {ns}/{name}"
+    try:
+        secret = _get(api, _ns_path("/api/v1", ns, "secrets", name))
+    except ApiException as exc:
+        raise CredentialError(f"cannot read {where}: HTTP {exc.status} {exc.reason}") from None
+    if secret is None:
+        raise CredentialError(
+            f"{where} not found (credentials are read from the operator's credentials "
+            f"namespace {ns!r} only)"
+        )
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(CREDENTIALS_LABEL) != "true":
+        raise CredentialError(
+            f'{where} is not labelled {CREDENTIALS_LABEL}="true"; the operator uses only '
+            "Secrets that opt in"
+        )
+    value = (secret.get("data") or {}).get(key)
     if value is None:
-        return None
+        raise CredentialError(f"{where} has no key {key!r}")
     try:
         return str(base64.b64decode(value).decode("utf-8")).strip()
     except (binascii.Error, UnicodeDecodeError):
-        return None
+        raise CredentialError(f"{where} key {key!r} is not UTF-8 text") from None

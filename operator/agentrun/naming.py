@@ -12,13 +12,31 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def action_hash(run_uid: str, step: int, tool: str, arguments: dict[str, Any]) -> str:
-    """sha256 over the tool, its canonical arguments, and the run and step they belong to.
+def action_hash(
+    run_uid: str,
+    step: int,
+    tool: str,
+    arguments: dict[str, Any],
+    spec_digest: str = "",
+    preconditions: dict[str, Any] | None = None,
+) -> str:
+    """sha256 over the tool, its canonical arguments, the digest of everything it runs (its
+    frozen snapshot), the target state it was proposed on, and the run and step.
 
     Binding the run and step in means an approval can never approve a later action, even an
-    identical one, nor the same action on another run.
+    identical one, nor the same action on another run; binding the snapshot in means it
+    approves exactly the image, command, ServiceAccount and settings that were shown.
     """
-    payload = canonical_json({"run": run_uid, "step": step, "tool": tool, "arguments": arguments})
+    payload = canonical_json(
+        {
+            "run": run_uid,
+            "step": step,
+            "tool": tool,
+            "arguments": arguments,
+            "spec": spec_digest,
+            "preconditions": preconditions or {},
+        }
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -21,7 +21,8 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
-from . import faults, jobs, kube, metrics, notify, prompts, toolcall
+from . import faults, jobs, kube, metrics, notify, policy, prompts, targets, toolcall
+from .access import WriteAccess
 from .api import (
     TERMINAL_PHASES,
     ActionState,
@@ -29,8 +30,10 @@ from .api import (
     AgentRunStatus,
     AgentSpec,
     AgentToolSpec,
+    CurrentAction,
     Effect,
     PromptRef,
+    ToolSnapshot,
 )
 from .core import (
     Action,
@@ -39,6 +42,7 @@ from .core import (
     ConfigError,
     CreateJob,
     DeleteJob,
+    InvalidAction,
     JobObservation,
     JobPhase,
     ModelReply,
@@ -47,6 +51,7 @@ from .core import (
     RecordEvent,
     RemoveAnnotations,
     RequeueAfter,
+    ToolCall,
     decide,
     fail_invalid_spec,
     parse_time,
@@ -66,7 +71,8 @@ FINISHED = frozenset(p.value for p in TERMINAL_PHASES)
 
 @dataclass
 class Settings:
-    tool_image: str = "ghcr.io/agentrun/agentrun:0.1.0"
+    # What the admin allows tools to run (images, ServiceAccounts) and the default image.
+    policy: policy.Policy = field(default_factory=policy.Policy)
     output_limit_bytes: int = 512 * 1024
     # How long a step waits for a model answer to write it together with the record that
     # asked for it (see Runner._coalesce); 0 writes each round at once.
@@ -161,6 +167,12 @@ class Runner:
         # The run of each tool Job this process created or observed: a tool pod that succeeded
         # steps its run at once, without waiting for the Job's Complete condition.
         self._job_runs: dict[tuple[str, str], str] = {}
+        # The uid of each tool Job this process created (or verified): a result is taken only
+        # from that Job's own pod; a Job or pod made by someone else under the name is refused.
+        self._job_uids: dict[tuple[str, str], str] = {}
+        self.access = WriteAccess(api)
+        # Snapshots per AgentTool version: the policy is fixed for the process's life.
+        self._snapshots: dict[tuple[str, str], tuple[str, ToolSnapshot | policy.PolicyError]] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -195,6 +207,7 @@ class Runner:
 
     def job_gone(self, namespace: str, job: str) -> None:
         self._job_runs.pop((namespace, job), None)
+        self._job_uids.pop((namespace, job), None)
 
     def forget(self, namespace: str, name: str) -> None:
         self._seen.pop(f"{namespace}/{name}", None)
@@ -439,7 +452,7 @@ class Runner:
             return None
         made = asked.get(call.step)
         if made is None or made.cancelled():
-            made = asyncio.get_running_loop().create_task(self._call_model(decided, config, call))
+            made = asyncio.get_running_loop().create_task(self._ask_model(decided, config, call))
             asked[call.step] = made
         return made
 
@@ -511,6 +524,7 @@ class Runner:
         except ValidationError as err:
             return ConfigError("InvalidAgent", f"Agent {run.spec.agentRef}: {_field_path(err)}")
         tools: dict[str, AgentToolSpec] = {}
+        snaps: dict[str, ToolSnapshot] = {}
         for tool_name in agent.tools:
             tool_body = await self._lookup("AgentTool", namespace, tool_name, kube.get_tool)
             if tool_body is None:
@@ -532,6 +546,11 @@ class Runner:
                 return ConfigError(
                     "InvalidTool", f"AgentTool {tool_name!r}: the name is reserved for the agent"
                 )
+            snap = await self._snapshot(namespace, tool_name, tool_body, tools[tool_name])
+            if isinstance(snap, policy.PolicyError):
+                return ConfigError("ToolNotAllowed", f"AgentTool {tool_name}: {snap}")
+            snaps[tool_name] = snap
+            tools[tool_name] = tools[tool_name].model_copy(update={"effect": snap.effect})
         for call in agent.prefetch:
             tool = tools.get(call.tool)
             if tool is None or tool.effect is not Effect.READ:
@@ -556,7 +575,32 @@ class Runner:
             )
         ref = PromptRef(name=prompt.name, version=prompt.version, sha256=prompt.sha256)
         self._prompt_texts[prompt.sha256] = prompt.text
-        return Config(agent=agent, tools=tools, prompt=ref)
+        return Config(agent=agent, tools=tools, prompt=ref, snapshots=snaps)
+
+    async def _snapshot(
+        self, namespace: str, name: str, body: dict[str, Any], spec: AgentToolSpec
+    ) -> ToolSnapshot | policy.PolicyError:
+        """What the tool runs under the admin's policy; a read tool whose ServiceAccount can
+        change the namespace is a write, whatever its spec says."""
+        meta = body.get("metadata") or {}
+        version = f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
+        seen = self._snapshots.get((namespace, name))
+        snap: ToolSnapshot | policy.PolicyError
+        if seen is not None and seen[0] == version:
+            snap = seen[1]
+        else:
+            try:
+                snap = policy.snapshot(name, spec, self.settings.policy)
+            except policy.PolicyError as err:
+                snap = err
+            self._snapshots[(namespace, name)] = (version, snap)
+        if (
+            isinstance(snap, ToolSnapshot)
+            and snap.effect is Effect.READ
+            and await self.access.can_write(namespace, snap.serviceAccountName)
+        ):
+            return policy.snapshot(name, spec, self.settings.policy, writes=True)
+        return snap
 
     async def _observe_job(
         self, state: _RunState, run: AgentRun, hint: dict[str, Any] | None
@@ -565,20 +609,39 @@ class Runner:
         if current is None or current.state is ActionState.AWAITING_APPROVAL:
             return None
         namespace = run.metadata["namespace"]
+        key = (namespace, current.jobRef)
+        known: str | None = self._job_uids.get(key)
+        manifest = self._manifest(run, current)
         job = hint if hint and hint["metadata"]["name"] == current.jobRef else None
         if job is None:
-            pod = self.pods.succeeded(namespace, current.jobRef)
-            if pod is not None:
+            # The pod alone is enough only for a Job whose uid we know (we created it).
+            pod = self.pods.succeeded(namespace, current.jobRef) if known else None
+            if pod is not None and manifest is not None:
                 job = jobs.completed_by_pod(current.jobRef, pod)
+                job["metadata"]["uid"] = known
+                job["spec"] = manifest["spec"]
             else:
                 job = await asyncio.to_thread(kube.read_job, self.api, namespace, current.jobRef)
         if job is None:
             existed = current.jobRef in state.jobs_seen
             return JobObservation(name=current.jobRef, phase=JobPhase.NOT_FOUND, existed=existed)
+        uid = str(job["metadata"].get("uid") or "")
+        if known is not None and uid != known:
+            replaced = f"Job {current.jobRef} was replaced (uid {uid}, ours was {known})"
+            return self._forged(run, current.jobRef, replaced)
+        if known is None and manifest is not None:
+            differs = jobs.job_mismatch(job, manifest)
+            if differs is not None:
+                return self._forged(run, current.jobRef, differs)
+            self._job_uids[key] = uid
         self._job_exists(state, namespace, run.metadata["name"], current.jobRef)
         if not jobs.job_finished(job):
             return JobObservation(name=current.jobRef, phase=JobPhase.RUNNING)
         pod = await self.pods.finished_pod(namespace, current.jobRef)
+        if pod is not None and "spec" in job:
+            alien = jobs.pod_mismatch(pod, job)
+            if alien is not None:
+                return self._forged(run, current.jobRef, alien)
         text: str | None = None
         if pod is not None:
             text = await self.pods.log(namespace, current.jobRef, pod["metadata"]["name"])
@@ -603,10 +666,31 @@ class Runner:
             self._store_outputs(state)
         observed = jobs.job_observation(job, pod, text, ref)
         observed = replace(
-            observed, content=redact(observed.content), message=redact(observed.message)
+            observed, content=redact(observed.content), message=redact(observed.message), uid=uid
         )
         _observe_duration(current.tool, job, observed)
         return observed
+
+    def _forged(self, run: AgentRun, job: str, why: str) -> JobObservation:
+        log.warning("Refused the result of %s/%s: %s", run.metadata["namespace"], job, why)
+        return jobs.forged(job, why)
+
+    def _manifest(self, run: AgentRun, current: CurrentAction) -> dict[str, Any] | None:
+        """The Job the operator builds for the current action (None before snapshots)."""
+        if current.snapshot is None:
+            return None
+        return jobs.build_job(
+            run_name=run.metadata["name"],
+            run_namespace=run.metadata["namespace"],
+            run_uid=run.metadata["uid"],
+            step=current.step,
+            tool_name=current.tool,
+            tool=current.snapshot,
+            arguments=current.arguments,
+            job_name=current.jobRef,
+            action_hash=current.actionHash,
+            preconditions=current.preconditions,
+        )
 
     def _job_exists(self, state: _RunState, namespace: str, run: str, job: str) -> None:
         """A tool Job of the run exists (we created or saw it): if it disappears it was
@@ -694,7 +778,7 @@ class Runner:
                 produced["job"] = await self._create_job(run, config, action)
                 self._job_exists(state, namespace, name, action.name)
             elif isinstance(action, CallModel) and run is not None and isinstance(config, Config):
-                produced["model"] = await self._call_model(run, config, action)
+                produced["model"] = await self._ask_model(run, config, action)
         return produced or None, body
 
     async def _create_job(self, run: AgentRun, config: Config, action: CreateJob) -> JobObservation:
@@ -709,16 +793,19 @@ class Runner:
             run_uid=run.metadata["uid"],
             step=action.step,
             tool_name=action.tool,
-            tool=config.tools[action.tool],
+            tool=action.snapshot,
             arguments=action.arguments,
             job_name=action.name,
             action_hash=action.actionHash,
-            default_image=self.settings.tool_image,
+            preconditions=action.preconditions,
         )
+        key = (run.metadata["namespace"], action.name)
 
         def create() -> None:
             faults.crash_point(faults.BEFORE_JOB_CREATE)
-            kube.create_job(self.api, manifest)
+            created = kube.create_job(self.api, manifest)
+            if created is not None:  # None: it existed; verified when observed
+                self._job_uids[key] = str(created["metadata"]["uid"])
             log.info(
                 "Created Job %s/%s for step %d (%s)",
                 run.metadata["namespace"],
@@ -729,20 +816,50 @@ class Runner:
 
         return create
 
+    async def _ask_model(
+        self, run: AgentRun, config: Config, action: CallModel
+    ) -> ModelReply | ModelUnavailable:
+        reply = await self._call_model(run, config, action)
+        if not isinstance(reply, ModelReply) or not isinstance(reply.action, ToolCall):
+            return reply
+        return replace(reply, action=await self._bind_target(run, config, reply.action))
+
+    async def _bind_target(
+        self, run: AgentRun, config: Config, call: ToolCall
+    ) -> ToolCall | InvalidAction:
+        """A write is proposed on its target's current state (resolved with the operator's
+        own read rights), which the approver sees and the tool checks before it acts."""
+        snap = config.snapshots.get(call.tool)
+        if snap is None or snap.effect is not Effect.WRITE or snap.builtin is None:
+            return call
+        try:
+            bound = await asyncio.to_thread(
+                targets.resolve, self.api, snap.builtin, call.arguments, run.metadata["namespace"]
+            )
+        except targets.TargetError as err:
+            return InvalidAction(f"{call.tool} was not proposed: {err}. Look again first.")
+        except ApiException as err:
+            if _transient(err):
+                raise
+            return InvalidAction(
+                f"{call.tool} was not proposed: its target could not be read ({err.status} "
+                f"{err.reason}). Look again first."
+            )
+        return replace(call, preconditions=bound) if bound else call
+
     async def _call_model(
         self, run: AgentRun, config: Config, action: CallModel
     ) -> ModelReply | ModelUnavailable:
         ref = config.agent.model.apiKeySecretRef
         key: str | None = None
-        if ref is not None:
-            key = await asyncio.to_thread(
-                kube.read_secret_key, self.api, run.metadata["namespace"], ref.name, ref.key
-            )
-            if key is None:
-                return ModelUnavailable(
-                    f"API key Secret {ref.name!r} (key {ref.key!r}) not found in namespace "
-                    f"{run.metadata['namespace']!r}"
+        if ref is not None:  # only from the credentials namespace, only if it opted in
+            namespace = self.model.policy.credentials_namespace
+            try:
+                key = await asyncio.to_thread(
+                    kube.read_credential, self.api, namespace, ref.name, ref.key
                 )
+            except kube.CredentialError as e:
+                return ModelUnavailable(f"API key not used: {e}")
         # The text _resolve loaded for this config: keyed by its sha256, it is the prompt
         # promptRef names, even if the file changes between the two.
         prompt_text = self._prompt_texts[config.prompt.sha256]

@@ -45,10 +45,15 @@ class ToolPods:
             return
         created = meta.get("creationTimestamp") or ""
         if cached is None or same or created >= cached["metadata"].get("creationTimestamp", ""):
-            # Only what a step reads: the name, for the log, and the status.
-            trimmed = {"name": name, "creationTimestamp": created}
+            # Only what a step reads: the name, for the log, the status, and what proves the
+            # pod is its Job's own (owner, and what it ran).
+            trimmed = {
+                "name": name,
+                "creationTimestamp": created,
+                "ownerReferences": meta.get("ownerReferences") or [],
+            }
             status = body.get("status") or {}
-            self._pods[key] = {"metadata": trimmed, "status": status}
+            self._pods[key] = {"metadata": trimmed, "status": status, "spec": _runs(body)}
             was = (cached or {}).get("status", {}).get("phase") if same else None
             # Not for pods listed at start-up: their runs may be long past.
             if event is not None and was not in POD_DONE and status.get("phase") in POD_DONE:
@@ -89,3 +94,14 @@ class ToolPods:
             kube.find_job_pod, self.api, namespace, job
         )
         return found
+
+
+def _runs(pod: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pod's spec that says what it runs (see jobs.pod_mismatch)."""
+    spec = pod.get("spec") or {}
+    keep = ("name", "image", "command", "args", "env")
+    return {
+        "serviceAccountName": spec.get("serviceAccountName"),
+        "containers": [{k: c.get(k) for k in keep} for c in spec.get("containers") or []],
+        "initContainers": [{"name": c.get("name")} for c in spec.get("initContainers") or []],
+    }

@@ -153,7 +153,7 @@ def make_config(case: Case, model: ModelSpec | None = None) -> tuple[Config, Pro
     if missing:
         raise ValueError(f"eval agent lists tools missing from {TOOLS_DIR}: {missing}")
     prompt = prompt_of(agent)
-    config = Config(
+    config = Config.of(
         agent=agent,
         tools={t: catalog[t] for t in agent.tools},
         prompt=PromptRef(name=prompt.name, version=prompt.version, sha256=prompt.sha256),

@@ -28,16 +28,13 @@ from agentrun.admission import (
 )
 from agentrun.api import ANNOTATION_ANSWER, ANNOTATION_APPROVE, ANNOTATION_REJECT, Decision
 from agentrun.core import RemoveAnnotations
-from agentrun.naming import action_hash
 from tests.unit.test_core import (
-    UID,
-    WRITE,
-    WRITE_ARGS,
     annotate,
     awaiting_approval,
     obs,
     of,
     step,
+    write_hash,
 )
 
 ALICE = User(username="alice", uid="u-1", groups=("sre", "system:authenticated"))
@@ -234,7 +231,7 @@ def test_a_path_without_a_handler_is_refused_not_allowed() -> None:
 
 
 def test_the_approver_is_recorded_with_the_decision_and_the_stamp_consumed() -> None:
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     run = annotate(awaiting_approval(), approve=digest, **{ANNOTATION_DECIDED_BY: "alice"})
     _, status, actions = step(run, obs())
     (record,) = status.approvals
@@ -258,7 +255,7 @@ def test_a_rejection_and_a_mismatch_record_who_decided() -> None:
 
 
 def test_without_the_webhook_the_approver_stays_empty() -> None:
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     _, status, _ = step(annotate(awaiting_approval(), approve=digest), obs())
     assert status.approvals[0].approver == ""
 

@@ -107,7 +107,7 @@ def make_run(
 
 
 def make_config(*, limits: Limits | None = None) -> Config:
-    return Config(
+    return Config.of(
         agent=AgentSpec(
             model=ModelSpec(name="gpt-test"), tools=[READ, WRITE], limits=limits or Limits()
         ),
@@ -120,6 +120,12 @@ def make_config(*, limits: Limits | None = None) -> Config:
 
 
 CONFIG = make_config()
+
+
+def write_hash(step: int = 1, args: dict[str, Any] | None = None) -> str:
+    """The hash of the scripted write, bound to the write tool's snapshot."""
+    spec = CONFIG.snapshots[WRITE].specDigest
+    return action_hash(UID, step, WRITE, WRITE_ARGS if args is None else args, spec)
 
 
 def obs(
@@ -438,7 +444,7 @@ def test_config_none_is_a_no_op_for_a_running_run() -> None:
 
 def test_start_uses_the_prompt_of_the_resolved_config() -> None:
     other = PromptRef(name="sre-agent", version="7", sha256="cd" * 32)
-    config = Config(agent=CONFIG.agent, tools=CONFIG.tools, prompt=other)
+    config = Config.of(agent=CONFIG.agent, tools=CONFIG.tools, prompt=other)
     _, status, _ = step(make_run(), obs(config=config))
     assert status.promptRef == other
 
@@ -454,7 +460,10 @@ def test_times_are_recorded_in_utc_whatever_the_timezone_of_now() -> None:
 
 def test_read_tool_creates_a_job_with_a_deterministic_name_and_hash() -> None:
     _, status, actions = after_reply(started(), read_call())
-    name, digest = job_name(NAME, UID, 1), action_hash(UID, 1, READ, READ_ARGS)
+    name, digest = (
+        job_name(NAME, UID, 1),
+        action_hash(UID, 1, READ, READ_ARGS, CONFIG.snapshots[READ].specDigest),
+    )
 
     assert status.phase is Phase.RUNNING
     assert status.step == 1
@@ -478,7 +487,13 @@ def test_read_tool_creates_a_job_with_a_deterministic_name_and_hash() -> None:
     assert call.content.startswith(READ)
     assert non_requeue(actions) == [
         CreateJob(
-            step=1, tool=READ, effect=Effect.READ, arguments=READ_ARGS, name=name, actionHash=digest
+            step=1,
+            tool=READ,
+            effect=Effect.READ,
+            arguments=READ_ARGS,
+            name=name,
+            actionHash=digest,
+            snapshot=CONFIG.snapshots[READ],
         )
     ]
     assert not cond.is_true(status.conditions, cond.APPROVAL_PENDING)
@@ -622,6 +637,7 @@ def test_ready_and_job_not_found_after_a_crash_creates_the_same_job_again() -> N
             arguments=READ_ARGS,
             name=first.jobRef,  # the SAME name: a repeated create is a harmless 409
             actionHash=first.actionHash,
+            snapshot=CONFIG.snapshots[READ],
         )
     ]
     assert status.currentAction == first  # still READY, same hash/name/time
@@ -817,7 +833,7 @@ def test_an_observation_of_another_job_is_not_taken_as_this_steps_result() -> No
 def test_write_tool_waits_for_approval_with_the_exact_command() -> None:
     run = make_run(annotations={ANNOTATION_REJECT: "stale", "team": "sre"})
     _, status, actions = after_reply(started(run), write_call())
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     command = approve_cmd(digest)
 
     assert status.phase is Phase.AWAITING_APPROVAL
@@ -877,7 +893,7 @@ def test_awaiting_approval_without_a_decision_changes_nothing() -> None:
 
 def test_a_matching_approval_runs_the_write_tool() -> None:
     run = awaiting_approval()
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     later = NOW + timedelta(minutes=2)
     _, status, actions = step(annotate(run, approve=digest), obs(now=later))
 
@@ -904,6 +920,7 @@ def test_a_matching_approval_runs_the_write_tool() -> None:
             arguments=WRITE_ARGS,
             name=job_name(NAME, UID, 1),
             actionHash=digest,
+            snapshot=CONFIG.snapshots[WRITE],
         )
     ]
     assert RemoveAnnotations(keys=BOTH) in actions
@@ -912,7 +929,7 @@ def test_a_matching_approval_runs_the_write_tool() -> None:
 
 def test_an_approval_with_surrounding_whitespace_still_matches() -> None:
     run = awaiting_approval()
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     _, status, actions = step(annotate(run, approve=f" {digest}\n"), obs())
     assert len(of(actions, CreateJob)) == 1
     assert status.approvals[-1].decision is Decision.APPROVED
@@ -920,7 +937,7 @@ def test_an_approval_with_surrounding_whitespace_still_matches() -> None:
 
 def test_an_approval_with_another_hash_runs_nothing_and_says_why() -> None:
     run = awaiting_approval()
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     wrong = "f" * 64
     _, status, actions = step(annotate(run, approve=wrong), obs())
 
@@ -951,7 +968,7 @@ def test_the_right_approval_still_works_after_a_mismatch() -> None:
     ad.annotate(approve="0" * 64)
     assert ad.status.phase is Phase.AWAITING_APPROVAL
     assert ANNOTATION_APPROVE not in ad.run.metadata["annotations"]  # the wrong one is gone
-    ad.annotate(approve=action_hash(UID, 1, WRITE, WRITE_ARGS))
+    ad.annotate(approve=write_hash())
     assert [r.decision for r in ad.status.approvals] == [Decision.REFUSED, Decision.APPROVED]
     assert list(ad.job_runs) == [job_name(NAME, UID, 1)]
     mismatch = get_cond(ad.status, cond.APPROVAL_PENDING)
@@ -960,7 +977,7 @@ def test_the_right_approval_still_works_after_a_mismatch() -> None:
 
 def test_a_rejection_goes_back_to_the_model_with_the_reason() -> None:
     run = awaiting_approval()
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     _, status, actions = step(annotate(run, reject="restart during peak; scale up instead"), obs())
 
     assert of(actions, CreateJob) == []
@@ -994,7 +1011,7 @@ def test_a_rejection_without_a_reason_says_so() -> None:
 
 def test_a_rejection_wins_over_an_approval_set_at_the_same_time() -> None:
     run = awaiting_approval()
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     _, status, actions = step(annotate(run, approve=digest, reject="no"), obs())
     assert of(actions, CreateJob) == []
     assert [r.decision for r in status.approvals] == [Decision.REJECTED]
@@ -1007,7 +1024,7 @@ def test_an_earlier_steps_approval_never_approves_a_later_identical_action() -> 
         tool_results={WRITE: (True, "restarted")},
     )
     ad.settle()
-    first = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    first = write_hash()
     ad.annotate(approve=first)
     assert ad.status.step == 2 and ad.status.phase is Phase.AWAITING_APPROVAL
     second = ad.status.pendingAction.actionHash  # type: ignore[union-attr]
@@ -1218,7 +1235,7 @@ def test_timeout_while_awaiting_approval_clears_the_pending_action() -> None:
 
 def test_timeout_wins_over_an_approval_that_arrives_too_late() -> None:
     run = awaiting_approval()
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     _, status, actions = step(annotate(run, approve=digest), obs(now=NOW + timedelta(hours=1)))
     assert status.phase is Phase.FAILED
     assert of(actions, CreateJob) == []
@@ -1281,7 +1298,7 @@ def test_spec_cancel_cancels_the_run_and_deletes_its_running_job() -> None:
 
 def test_cancel_while_awaiting_approval_withdraws_the_request() -> None:
     run = cancel(awaiting_approval())
-    digest = action_hash(UID, 1, WRITE, WRITE_ARGS)
+    digest = write_hash()
     _, status, actions = step(annotate(run, approve=digest), obs())  # even if approved now
     assert status.phase is Phase.CANCELLED
     assert status.pendingAction is None
@@ -1379,7 +1396,7 @@ def test_terminal_runs_are_never_changed_again(poke: dict[str, Any]) -> None:
         if poke.pop("cancel", False):
             run = cancel(run)
         if poke.pop("approve", False):
-            run = annotate(run, approve=action_hash(UID, 1, WRITE, WRITE_ARGS), reject="x")
+            run = annotate(run, approve=write_hash(), reject="x")
         _, status, actions = step(run, obs(**poke))
         assert status == run.status, label
         assert actions == [], label

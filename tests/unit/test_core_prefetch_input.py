@@ -60,7 +60,7 @@ def run(
 
 
 def config(prefetch: list[PrefetchCall]) -> Config:
-    return Config(
+    return Config.of(
         agent=AgentSpec(model=ModelSpec(name="m"), tools=["k8s-get", "scale"], prefetch=prefetch),
         tools={
             "k8s-get": AgentToolSpec(description="get", effect=Effect.READ),

@@ -70,7 +70,7 @@ def test_the_newest_pod_of_a_job_is_kept_trimmed_and_deletion_forgets_it() -> No
     pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), "ADDED")
     kept = pods._pods[("ns", "j")]
     assert kept["metadata"]["name"] == "j-new"
-    assert "spec" not in kept
+    assert "big" not in kept["spec"]  # only what the pod runs (its provenance) is kept
     pods.observe("ns", pod("j-old", "2026-01-01T00:00:01Z"), "DELETED")
     assert ("ns", "j") in pods._pods  # another pod's deletion
     pods.observe("ns", pod("j-new", "2026-01-01T00:00:02Z"), "DELETED")

@@ -13,9 +13,9 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import rawapi
 from ..redaction import MASK as MASK
-from ..redaction import SENSITIVE_NAME as SENSITIVE_NAME
 from ..redaction import redact as redact
 from ..redaction import redact_value as redact_value
+from ..redaction import sensitive_name as sensitive_name
 
 
 class ToolError(Exception):
@@ -166,6 +166,21 @@ def owned_by(obj: dict[str, Any], uid: str) -> bool:
     return any(r.get("uid") == uid for r in refs)
 
 
+PRECONDITIONS_ENV = "AGENTRUN_PRECONDITIONS"
+
+
+def preconditions() -> dict[str, Any]:
+    """The target state the approved write was proposed on (set by the operator); {} if none."""
+    raw = os.environ.get(PRECONDITIONS_ENV, "")
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ToolError(f"{PRECONDITIONS_ENV} is not JSON; nothing was changed") from exc
+    if not isinstance(value, dict):
+        raise ToolError(f"{PRECONDITIONS_ENV} is not a JSON object; nothing was changed")
+    return value
+
+
 def clip(text: str, limit: int) -> str:
     """Cuts a string at limit chars and says so."""
     if len(text) <= limit:
@@ -193,7 +208,7 @@ def env_summary(env: list[dict[str, Any]] | None) -> list[str]:
             out.append(f"{name} (from field {ref['fieldRef'].get('fieldPath')})")
         elif "resourceFieldRef" in ref:
             out.append(f"{name} (from resource {ref['resourceFieldRef'].get('resource')})")
-        elif SENSITIVE_NAME.search(name):
+        elif sensitive_name(name):
             out.append(f"{name}={MASK}")
         else:
             out.append(f"{name}={clip(redact(str(e.get('value', ''))), 200)}")

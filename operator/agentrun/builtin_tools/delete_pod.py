@@ -9,7 +9,16 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from .common import ToolError, api_error, api_path, arguments, get_object, int_arg, request
+from .common import (
+    ToolError,
+    api_error,
+    api_path,
+    arguments,
+    get_object,
+    int_arg,
+    preconditions,
+    request,
+)
 
 ARGUMENTS = frozenset({"name", "namespace", "gracePeriodSeconds"})
 TYPES: dict[str, type | tuple[type, ...]] = {
@@ -27,10 +36,17 @@ def run(args: dict[str, Any]) -> Any:
     path = api_path("v1", "pods", namespace, name)
     pod = get_object(path, what)
     meta = pod.get("metadata") or {}
+    # The pod the approver was shown (its uid when proposed), else the one just read.
+    uid = preconditions().get("podUID") or meta.get("uid")
+    if uid != meta.get("uid"):
+        raise ToolError(
+            f"{what} was replaced since the delete was proposed (uid {uid} approved, now "
+            f"{meta.get('uid')}); nothing deleted"
+        )
     body: dict[str, Any] = {
         "kind": "DeleteOptions",
         "apiVersion": "v1",
-        "preconditions": {"uid": meta.get("uid")},
+        "preconditions": {"uid": uid},
     }
     if args.get("gracePeriodSeconds") is not None:
         body["gracePeriodSeconds"] = int_arg(

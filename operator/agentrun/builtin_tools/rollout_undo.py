@@ -20,6 +20,7 @@ from .common import (
     arguments,
     get_object,
     owned_by,
+    preconditions,
     request,
     selector_string,
 )
@@ -57,6 +58,17 @@ def run(args: dict[str, Any]) -> Any:
     )
     uid = (dep.get("metadata") or {}).get("uid", "")
     owned = [rs for rs in listing.get("items") or [] if owned_by(rs, uid)]
+    bound = preconditions()
+    if "toRevision" in bound:
+        # The approved target, resolved when proposed; the Deployment must still be where
+        # it was then, or the undo would go somewhere nobody looked at.
+        to_revision = int(bound["toRevision"])
+        now = int(((dep.get("metadata") or {}).get("annotations") or {}).get(REVISION) or 0)
+        if "fromRevision" in bound and now != int(bound["fromRevision"]):
+            raise ToolError(
+                f"{what} is at revision {now}, not {bound['fromRevision']} as when the undo "
+                "was proposed; nothing was changed, look again"
+            )
     patch, info = plan(dep, owned, to_revision)
     if patch is None:
         return info

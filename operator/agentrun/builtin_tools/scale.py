@@ -12,7 +12,15 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from .common import ToolError, api_error, api_path, arguments, get_object, request
+from .common import (
+    ToolError,
+    api_error,
+    api_path,
+    arguments,
+    get_object,
+    preconditions,
+    request,
+)
 
 ARGUMENTS = frozenset({"kind", "name", "namespace", "replicas"})
 TYPES: dict[str, type | tuple[type, ...]] = {
@@ -60,6 +68,12 @@ def run(args: dict[str, Any]) -> Any:
     path = api_path("apps/v1", plural, namespace, name)
     before = get_object(path, what)
     old = (before.get("spec") or {}).get("replicas")
+    bound = preconditions()
+    if "fromReplicas" in bound and bound["fromReplicas"] != old:
+        raise ToolError(
+            f"{what} has {old} replicas, not {bound['fromReplicas']} as when scaling to "
+            f"{replicas} was proposed; nothing was changed, look again"
+        )
     try:
         after = request(
             "PATCH",
