@@ -108,11 +108,20 @@ def test_default_install() -> None:
     # Cluster-wide: one ClusterRoleBinding, no namespace list needed.
     binding = one(docs, "ClusterRoleBinding", "agentrun-operator")
     assert binding["roleRef"]["name"] == "agentrun-operator"
-    assert not [r for r in by_kind(docs, "RoleBinding") if "operator" in r["metadata"]["name"]]
+    # The only namespaced grant: reading credentials in the release namespace.
+    (credentials,) = [
+        r for r in by_kind(docs, "RoleBinding") if "operator" in r["metadata"]["name"]
+    ]
+    assert credentials["metadata"]["namespace"] == "agentrun-system"
+    assert credentials["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "agentrun-operator-credentials",
+    }
     cluster_rules = one(docs, "ClusterRole", "agentrun-operator-cluster")["rules"]
     assert {r for rule in cluster_rules for r in rule["resources"]} == {
         "customresourcedefinitions",
-        "subjectaccessreviews",  # the approval webhook, on by default
+        "subjectaccessreviews",  # tool ServiceAccounts' write rights; the approval webhook
     }
     # No tools anywhere until toolNamespaces is set; the ClusterRoles are there.
     assert not by_kind(docs, "AgentTool") and not by_kind(docs, "Agent")

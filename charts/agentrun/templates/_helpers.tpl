@@ -127,3 +127,91 @@ The peering object the replicas share (replicaCount > 1), as `--peering` names i
 {{- define "agentrun.peeringName" -}}
 agentrun
 {{- end }}
+
+{{/*
+Model base URLs the operator allows: model.allowedURLs plus the example Agent's model.baseURL
+(the chart's own values never name a model the operator would refuse).
+*/}}
+{{- define "agentrun.modelURLs" -}}
+{{- $urls := .Values.model.allowedURLs }}
+{{- if and .Values.model.baseURL (not (has .Values.model.baseURL $urls)) }}
+{{- $urls = append $urls .Values.model.baseURL }}
+{{- end }}
+{{- join "," $urls }}
+{{- end }}
+
+{{/*
+A NetworkPolicy peer from a values entry: {cidr, except} or {namespaceSelector, podSelector}.
+*/}}
+{{- define "agentrun.peer" -}}
+{{- if .cidr }}
+- ipBlock:
+    cidr: {{ .cidr }}
+    {{- with .except }}
+    except:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- else }}
+- {{- with .namespaceSelector }}
+  namespaceSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .podSelector }}
+  podSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Egress rules common to tool pods and the operator: DNS and the apiserver.
+*/}}
+{{- define "agentrun.baseEgress" -}}
+# DNS.
+- ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+  {{- with .Values.networkPolicy.dns }}
+  to:
+    {{- range . }}
+    {{- include "agentrun.peer" . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+# The apiserver.
+- ports:
+    {{- range .Values.networkPolicy.apiServer.ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- $cidrs := .Values.networkPolicy.apiServer.cidrs }}
+  {{- if not $cidrs }}
+  {{- $endpoints := lookup "v1" "Endpoints" "default" "kubernetes" }}
+  {{- range $subset := (($endpoints | default dict).subsets | default list) }}
+  {{- range $address := ($subset.addresses | default list) }}
+  {{- $cidrs = append $cidrs (printf "%s/%s" $address.ip (ternary "128" "32" (contains ":" $address.ip))) }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
+  {{- with $cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/*
+Extra egress rules from a values list (toolEgress, operatorEgress).
+*/}}
+{{- define "agentrun.extraEgress" -}}
+{{- range . }}
+- to:
+    {{- include "agentrun.peer" . | nindent 4 }}
+  {{- with .ports }}
+  ports:
+    {{- range . }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
