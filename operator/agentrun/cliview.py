@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from . import actionview
 from .naming import canonical_json
 
 Run = dict[str, Any]
@@ -21,6 +22,7 @@ LIST_HEADERS = ("NAME", "PHASE", "STEP", "AGENT", "PENDING", "WAITING", "AGE")
 CONTENT_LINES = 8  # lines of an event's content shown without --full
 WRAP = 86  # content lines, so indented they stay within 100 columns
 INDENT = " " * 10
+LABEL = 16  # width of a pending action's labels ("ServiceAccount: ")
 
 _CODES = {
     "bold": "1",
@@ -241,10 +243,7 @@ def short(digest: Any, n: int = 12) -> str:
     return str(digest or "")[:n]
 
 
-def arguments_text(arguments: Any) -> str:
-    if arguments is None:
-        return ""
-    return json.dumps(arguments, sort_keys=True, ensure_ascii=False)
+arguments_text = actionview.arguments_text
 
 
 def _indent_content(text: str, full: bool) -> list[str]:
@@ -302,22 +301,39 @@ def render_event(event: dict[str, Any], start: Any, style: Style, full: bool) ->
 
 
 def render_pending(run: Run, now: datetime, style: Style = PLAIN) -> list[str]:
-    """The pending write exactly as it would run, with the command that approves it."""
+    """The pending write exactly as it would run (the frozen snapshot: image, command,
+    ServiceAccount, ...), the state it was proposed on, and the commands that decide it."""
     action = _status(run).get("pendingAction")
     if not isinstance(action, dict):
         return []
     meta = _meta(run)
     name, ns = meta.get("name", ""), meta.get("namespace", "")
     waited = since(action.get("requestedTime"), now)
-    return [
-        style.bold(f"Pending action (step {action.get('step', '?')}, waiting {waited or '?'})"),
-        f"  Tool:       {style.paint(str(action.get('tool', '')), 'yellow', 'bold')}",
-        f"  Arguments:  {arguments_text(action.get('arguments', {}))}",
-        f"  Hash:       {action.get('actionHash', '')}",
-        f"  Approve:    {action.get('approveCommand', '')}",
-        f"         or:  kubectl agentrun approve {name} -n {ns}",
-        f"  Reject:     kubectl agentrun reject {name} -n {ns} --reason '<why>'",
+    lines = [
+        style.bold(f"Pending action (step {action.get('step', '?')}, waiting {waited or '?'})")
     ]
+    for label, text in actionview.action_rows(action):
+        if label == "Tool":
+            text = style.paint(text, "yellow", "bold")
+        elif label == "What runs":
+            text = style.paint(text, "red")
+        elif label == "Expires":
+            text += _expiry(action.get("expiresTime"), now)
+        lines.append(f"  {label + ':':<{LABEL}}{text}")
+    return [
+        *lines,
+        f"  {'Approve:':<{LABEL}}{action.get('approveCommand', '')}",
+        f"  {'or:':>{LABEL - 1}} kubectl agentrun approve {name} -n {ns}",
+        f"  {'Reject:':<{LABEL}}kubectl agentrun reject {name} -n {ns} --reason '<why>'",
+    ]
+
+
+def _expiry(value: Any, now: datetime) -> str:
+    then = parse_time(value)
+    if then is None:
+        return ""
+    left = (then - now).total_seconds()
+    return f" (in {human_duration(left)})" if left > 0 else " (expired)"
 
 
 def render_pending_input(run: Run, now: datetime, style: Style = PLAIN) -> list[str]:

@@ -7,6 +7,10 @@ run, and an operator killed between the status write and the POST does not resen
 
 Never in a payload: Secrets, the webhook URL itself (a Slack webhook URL is a credential),
 the model's API key reference, or the run's full thread.
+
+Where a notification may go is the admin's call (Policy.notify_urls): a URL outside it, or
+a webhookSecretRef to a Secret that did not opt in, is not used; the run gets a Warning
+Event saying so.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from kubernetes import client as k8s
 
-from . import kube
+from . import actionview, kube
 from .api import (
     ANNOTATION_APPROVE,
     ANNOTATION_REJECT,
@@ -28,8 +32,10 @@ from .api import (
     AgentSpec,
     NotifyEvent,
     NotifySpec,
+    PendingAction,
     Phase,
 )
+from .policy import ENV_NOTIFY_URLS, Policy
 
 log = logging.getLogger("agentrun.notify")
 
@@ -114,7 +120,11 @@ def summary(run: AgentRun, event: NotifyEvent) -> str:
     if event is NotifyEvent.AWAITING_APPROVAL and run.status.pendingAction is not None:
         p = run.status.pendingAction
         args = _clip(json.dumps(p.arguments, sort_keys=True), 300)
-        return f"{ref} asks to run {p.tool} {args}; approve with: {p.approveCommand}"
+        runs = ""
+        if p.snapshot is not None:
+            s = p.snapshot
+            runs = f" (image {s.image}, ServiceAccount {s.serviceAccountName})"
+        return f"{ref} asks to run {p.tool} {args}{runs}; approve with: {p.approveCommand}"
     if event is NotifyEvent.AWAITING_INPUT and run.status.pendingInput is not None:
         return f"{ref} asks: {_clip(run.status.pendingInput.question, 500)}"
     if event is NotifyEvent.SUCCEEDED:
@@ -162,6 +172,10 @@ def generic_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict
             "arguments": p.arguments,
             "actionHash": p.actionHash,
             "requestedTime": p.requestedTime,
+            "expiresTime": p.expiresTime,
+            "preconditions": p.preconditions,
+            # What will run, frozen when proposed (None: the operator did not freeze it).
+            "snapshot": p.snapshot.model_dump(mode="json") if p.snapshot is not None else None,
             "approveCommand": p.approveCommand,
             "approveAnnotation": f"{ANNOTATION_APPROVE}={p.actionHash}",
         }
@@ -188,6 +202,19 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SLACK_SECTION_MAX)}}
 
 
+def _what_runs(p: PendingAction) -> str:
+    """The approval's scope as Slack lines: snapshot, preconditions, expiry (the arguments
+    and hash have their own blocks)."""
+    rows = actionview.action_rows(p.model_dump(mode="json"))
+    shown = [(k, v) for k, v in rows if k not in ("Tool", "Arguments")]
+    # A backtick in a value would end the code span and let the rest read as markup.
+    lines = []
+    for label, text in shown:
+        code = _mrkdwn(_clip(text.replace("`", "'"), 400))
+        lines.append(f"*{label}:* `{code}`")
+    return "\n".join(lines)
+
+
 def slack_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict[str, Any]:
     """Slack's incoming-webhook format: `text` (the fallback) plus Block Kit `blocks`."""
     name, ns = run.metadata.get("name", ""), run.metadata.get("namespace", "")
@@ -205,6 +232,7 @@ def slack_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict[s
         p = status.pendingAction
         args = _mrkdwn(_clip(json.dumps(p.arguments, indent=1, sort_keys=True), 1500))
         blocks.append(_section(f"*Proposed action:* `{p.tool}`\n```{args}```"))
+        blocks.append(_section(_what_runs(p)))
         blocks.append(_section(f"*Approve:*\n```{_mrkdwn(p.approveCommand)}```"))
         reject = _commands(run)["reject"]
         blocks.append(_section(f"*Reject:*\n```{_mrkdwn(reject)}```"))
@@ -293,33 +321,59 @@ async def send(
     return False
 
 
-async def webhook_url(api: k8s.ApiClient, namespace: str, spec: NotifySpec) -> str | None:
-    """The URL: from the Secret when webhookSecretRef is set, else webhookURL."""
+class NotSent(Exception):
+    """A notification the policy does not allow; the message says why (no URL path in it)."""
+
+
+async def webhook_url(api: k8s.ApiClient, spec: NotifySpec, policy: Policy) -> str:
+    """The URL, from the Secret when webhookSecretRef is set (read from the credentials
+    namespace, only if it opted in), else webhookURL; under the admin's allowed URLs."""
     if spec.webhookSecretRef is not None:
         ref = spec.webhookSecretRef
-        value = await asyncio.to_thread(kube.read_secret_key, api, namespace, ref.name, ref.key)
-        if not value or not value.startswith(("http://", "https://")):
-            log.warning(
-                "Notify Secret %s/%s (key %s) is missing or not an http(s) URL",
-                namespace,
-                ref.name,
-                ref.key,
-            )
-            return None
-        return value
-    return spec.webhookURL
+        namespace = policy.credentials_namespace
+        try:
+            url = await asyncio.to_thread(kube.read_credential, api, namespace, ref.name, ref.key)
+        except kube.CredentialError as e:
+            raise NotSent(f"webhookSecretRef not used: {e}") from None
+        where = f"the URL in Secret {namespace}/{ref.name} (key {ref.key})"
+    else:
+        url, where = spec.webhookURL or "", "webhookURL"
+    if not policy.notify_url_allowed(url):
+        shown = redact(url) if url.startswith(("http://", "https://")) else "not an http(s) URL"
+        raise NotSent(
+            f"{where} ({shown}) is not in the operator's allowed notification URLs "
+            f"({ENV_NOTIFY_URLS}: {', '.join(policy.notify_urls)}); not sent"
+        )
+    return url
 
 
 async def deliver(
-    api: k8s.ApiClient, run: AgentRun, agent: AgentSpec, event: NotifyEvent, **send_kw: Any
+    api: k8s.ApiClient,
+    run: AgentRun,
+    agent: AgentSpec,
+    event: NotifyEvent,
+    *,
+    policy: Policy | None = None,
+    **send_kw: Any,
 ) -> bool:
-    """Resolves the URL, builds the payload and sends it. Never raises."""
+    """Resolves the URL, builds the payload and sends it. Never raises. `policy`: the
+    admin's settings; from the environment when None."""
     if agent.notify is None:
         return False
     ref = f"{run.metadata.get('namespace')}/{run.metadata.get('name')}"
     try:
-        url = await webhook_url(api, run.metadata.get("namespace", ""), agent.notify)
-        if url is None:
+        try:
+            url = await webhook_url(api, agent.notify, policy or Policy.from_env())
+        except NotSent as refused:
+            log.warning("Notification for %s (%s) not sent: %s", ref, event.value, refused)
+            await asyncio.to_thread(
+                kube.record_event,
+                api,
+                {"metadata": run.metadata},
+                "Warning",
+                "NotificationNotSent",
+                f"{event.value} notification not sent: {refused}",
+            )
             return False
         ok = await send(url, build_payload(run, agent, event), **send_kw)
     except Exception:

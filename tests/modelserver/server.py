@@ -128,6 +128,10 @@ class ScriptedModelServer:
                 "temperature": body.get("temperature"),
                 "retry_count": headers.get("x-stainless-retry-count"),
                 "has_authorization": "authorization" in headers,
+                # The value too: tests prove which credential (if any) reached the endpoint.
+                "authorization": headers.get("authorization"),
+                "accept_encoding": headers.get("accept-encoding"),
+                "max_tokens": body.get("max_tokens"),
                 "peer": peer,  # client address: equal across requests = a pooled connection
                 "received": time.time(),
             }

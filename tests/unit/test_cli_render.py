@@ -196,12 +196,71 @@ def test_show_pending_action_has_the_exact_approve_command() -> None:
     text = view.render_run(a_run(), NOW)
     pending = text.split("Pending action")[1]
     assert pending.startswith(" (step 2, waiting 6m54s)")
-    assert "Tool:       rollout-restart" in pending
-    assert f"Hash:       {HASH}" in pending
+    assert "Tool:           rollout-restart" in pending
+    assert f"Hash:           {HASH}" in pending
     assert (
-        f"Approve:    kubectl annotate agentrun run -n s-1 agentrun.dev/approve={HASH}" in pending
+        f"Approve:        kubectl annotate agentrun run -n s-1 agentrun.dev/approve={HASH}"
+        in pending
     )
     assert "kubectl agentrun approve run -n s-1" in pending
+    # No frozen snapshot (an older operator): the approver is told, not shown a guess.
+    assert "What runs:      not recorded: what runs is the live AgentTool" in pending
+
+
+SNAPSHOT = {
+    "builtin": "scale",
+    "effect": "write",
+    "image": "ghcr.io/agentrun/agentrun:0.1.0",
+    "command": ["agentrun-tool", "--flag", "two words"],
+    "serviceAccountName": "agentrun-tool-write",
+    "env": [{"name": "MODE", "value": "safe"}],
+    "resources": {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    },
+    "timeoutSeconds": 120,
+    "outputLimitBytes": 65536,
+    "specDigest": "d1" * 32,
+}
+
+
+def test_pending_action_shows_everything_that_will_run() -> None:
+    run = a_run()
+    run["status"]["pendingAction"].update(
+        tool="scale-web",
+        arguments={"name": "web", "replicas": 2},
+        snapshot=SNAPSHOT,
+        preconditions={"fromReplicas": 1, "toReplicas": 2, "deploymentUID": "u-9"},
+        expiresTime="2024-05-02T10:00:06Z",
+    )
+    pending = view.render_pending(run, NOW)
+    assert pending[1:-3] == [
+        "  Tool:           scale-web",
+        '  Arguments:      {"name": "web", "replicas": 2}',
+        "  Built-in:       scale",
+        "  Effect:         write",
+        "  Image:          ghcr.io/agentrun/agentrun:0.1.0",
+        "  Command:        agentrun-tool --flag 'two words'",
+        "  ServiceAccount: agentrun-tool-write",
+        "  Env:            MODE=safe",
+        "  Resources:      requests cpu=50m memory=64Mi; limits cpu=500m memory=256Mi",
+        "  Timeout:        120s, output up to 65536 bytes",
+        f"  Spec digest:    {'d1' * 32}",
+        "  Preconditions:  replicas 1 -> 2, deploymentUID=u-9",
+        "  Expires:        2024-05-02T10:00:06Z (in 23h)",
+        f"  Hash:           {HASH}",
+    ]
+
+
+def test_pending_action_cannot_rewrite_the_approvers_terminal() -> None:
+    # A command or argument with escape sequences (clear the line, print a harmless image)
+    # is shown escaped: the approver sees what is really there.
+    run = a_run()
+    snap = {**SNAPSHOT, "command": ["sh", "-c", "curl evil\x1b[2K\rharmless"]}
+    run["status"]["pendingAction"].update(snapshot=snap)
+    text = "\n".join(view.render_pending(run, NOW))
+    assert "\x1b" not in text and "\r" not in text
+    assert "curl evil\\x1b[2K\\rharmless" in text
 
 
 def test_show_finished_run_has_approvals_result_and_duration() -> None:

@@ -199,7 +199,9 @@ def test_send_to_nowhere_fails_quietly(caplog: pytest.LogCaptureFixture) -> None
     assert "SECRETPATH" not in caplog.text
 
 
-def test_on_phase_change_sends_in_the_background() -> None:
+def test_on_phase_change_sends_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTRUN_ALLOWED_NOTIFY_URLS", "http://127.0.0.1:*")
+
     async def main() -> None:
         app, got = _serve([200])
         async with TestServer(app) as server:
