@@ -62,7 +62,12 @@ class ModelSpec(Model):
         description="OpenAI-compatible endpoint; the OpenAI API when unset.",
     )
     apiKeySecretRef: SecretKeyRef | None = Field(
-        default=None, description="Secret holding the API key; never copied into status or logs."
+        default=None,
+        description=(
+            "Secret holding the API key, in the operator's credentials namespace (not the "
+            'run\'s) and labelled agentrun.dev/credentials: "true"; any other Secret is '
+            "not read. Never copied into status or logs."
+        ),
     )
     temperature: float | None = Field(default=None, ge=0, le=2)
     timeoutSeconds: int = Field(default=60, ge=1, le=3600, description="Per-request timeout.")
@@ -120,7 +125,12 @@ class NotifyEvent(StrEnum):
 class NotifySpec(Model):
     webhookURL: str | None = Field(default=None, pattern=r"^https?://")
     webhookSecretRef: SecretKeyRef | None = Field(
-        default=None, description="Secret holding the webhook URL (e.g. a Slack webhook)."
+        default=None,
+        description=(
+            "Secret holding the webhook URL (e.g. a Slack webhook), in the operator's "
+            'credentials namespace and labelled agentrun.dev/credentials: "true". The URL, '
+            "like webhookURL, must be under the operator's allowed notification URLs."
+        ),
     )
     format: Literal["generic", "slack"] = "generic"
     on: list[NotifyEvent] = Field(
