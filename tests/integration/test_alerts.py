@@ -71,10 +71,18 @@ def alert_ns(stack_installed: LocalCluster) -> Iterator[str]:
 
 
 @pytest.fixture
-def receiver(stack_installed: LocalCluster, tmp_path: Path) -> Iterator[ReceiverThread]:
+def receiver(
+    stack_installed: LocalCluster, alert_ns: str, tmp_path: Path
+) -> Iterator[ReceiverThread]:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    cfg = {**RECEIVER_CONFIG, "auth": {"tokenFile": str(token_file), "tokenEnv": "UNSET_X"}}
+    # The routes' runs go to alert_ns (an alert label never picks the namespace of a run).
+    cfg = {
+        **RECEIVER_CONFIG,
+        "routes": [{**r, "namespace": alert_ns} for r in RECEIVER_CONFIG["routes"]],
+        "api": {"agents": ["sre-agent"], "namespace": alert_ns},
+        "auth": {"tokenFile": str(token_file), "tokenEnv": "UNSET_X"},
+    }
     recv = ReceiverThread(cfg, stack_installed.kubeconfig)
     recv.start()
     yield recv
