@@ -366,14 +366,7 @@ async def deliver(
             url = await webhook_url(api, agent.notify, policy or Policy.from_env())
         except NotSent as refused:
             log.warning("Notification for %s (%s) not sent: %s", ref, event.value, refused)
-            await asyncio.to_thread(
-                kube.record_event,
-                api,
-                {"metadata": run.metadata},
-                "Warning",
-                "NotificationNotSent",
-                f"{event.value} notification not sent: {refused}",
-            )
+            await _warn(api, run, f"{event.value} notification not sent: {refused}")
             return False
         ok = await send(url, build_payload(run, agent, event), **send_kw)
     except Exception:
@@ -382,6 +375,21 @@ async def deliver(
     if ok:
         log.info("Notified %s for %s (%s)", redact(url), ref, event.value)
     return ok
+
+
+async def _warn(api: k8s.ApiClient, run: AgentRun, message: str) -> None:
+    """A Warning Event on the run, where its owner looks; best effort like the rest."""
+    try:
+        await asyncio.to_thread(
+            kube.record_event,
+            api,
+            {"metadata": run.metadata},
+            "Warning",
+            "NotificationNotSent",
+            message,
+        )
+    except Exception as err:
+        log.warning("Cannot record the notification Event: %s", type(err).__name__)
 
 
 def on_phase_change(

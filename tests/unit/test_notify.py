@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from agentrun import notify
 from agentrun.api import AgentRun, AgentSpec, NotifyEvent, Phase
+from agentrun.policy import Policy
 
 HASH = "a" * 64
 APPROVE = f"kubectl annotate agentrun crash-1 -n shop agentrun.dev/approve={HASH}"
@@ -50,6 +51,27 @@ PENDING = {
         "actionHash": HASH,
         "requestedTime": "2024-05-01T10:00:00Z",
         "approveCommand": APPROVE,
+    }
+}
+
+
+SNAPSHOT = {
+    "builtin": "rollout-restart",
+    "effect": "write",
+    "image": "ghcr.io/agentrun/agentrun:0.1.0",
+    "command": ["agentrun-tool"],
+    "serviceAccountName": "agentrun-tool-write",
+    "env": [],
+    "timeoutSeconds": 120,
+    "outputLimitBytes": 65536,
+    "specDigest": "d1" * 32,
+}
+FROZEN = {
+    "pendingAction": {
+        **PENDING["pendingAction"],
+        "snapshot": SNAPSHOT,
+        "preconditions": {"fromRevision": 4, "deploymentUID": "u-77"},
+        "expiresTime": "2024-05-02T10:00:00Z",
     }
 }
 
@@ -97,6 +119,48 @@ def test_generic_payload_for_an_approval() -> None:
     assert p["alert"] == {"labels": {"alertname": "KubePodCrashLooping"}}
     assert "result" not in p and "error" not in p
     _no_secrets(p)
+
+
+def test_approval_notifications_show_what_will_run() -> None:
+    # The approver decides from the message: image, command, ServiceAccount, effect,
+    # timeout, the target state and the deadline are all in it, generic and Slack.
+    r = run(**FROZEN)
+    p = notify.build_payload(r, agent(), NotifyEvent.AWAITING_APPROVAL)
+    pending = p["pendingAction"]
+    assert pending["snapshot"]["image"] == "ghcr.io/agentrun/agentrun:0.1.0"
+    assert pending["snapshot"]["command"] == ["agentrun-tool"]
+    assert pending["snapshot"]["serviceAccountName"] == "agentrun-tool-write"
+    assert pending["snapshot"]["effect"] == "write"
+    assert pending["snapshot"]["specDigest"] == "d1" * 32
+    assert pending["preconditions"] == {"fromRevision": 4, "deploymentUID": "u-77"}
+    assert pending["expiresTime"] == "2024-05-02T10:00:00Z"
+    assert "image ghcr.io/agentrun/agentrun:0.1.0" in p["summary"]
+    assert "ServiceAccount agentrun-tool-write" in p["summary"]
+    _no_secrets(p)
+    slack = notify.build_payload(r, agent(format="slack"), NotifyEvent.AWAITING_APPROVAL)
+    text = "\n".join(b["text"]["text"] for b in slack["blocks"] if b["type"] == "section")
+    for line in (
+        "*Effect:* `write`",
+        "*Image:* `ghcr.io/agentrun/agentrun:0.1.0`",
+        "*Command:* `agentrun-tool`",
+        "*ServiceAccount:* `agentrun-tool-write`",
+        "*Timeout:* `120s, output up to 65536 bytes`",
+        "*Preconditions:* `fromRevision=4, deploymentUID=u-77`",
+        "*Expires:* `2024-05-02T10:00:00Z`",
+        f"*Hash:* `{HASH}`",
+    ):
+        assert line in text
+    assert "image ghcr.io/agentrun/agentrun:0.1.0" in slack["text"]
+
+
+def test_an_approval_without_a_snapshot_says_so() -> None:
+    slack = notify.build_payload(
+        run(**PENDING), agent(format="slack"), NotifyEvent.AWAITING_APPROVAL
+    )
+    text = "\n".join(b["text"]["text"] for b in slack["blocks"] if b["type"] == "section")
+    assert "*What runs:* `not recorded" in text
+    generic = notify.build_payload(run(**PENDING), agent(), NotifyEvent.AWAITING_APPROVAL)
+    assert generic["pendingAction"]["snapshot"] is None
 
 
 def test_generic_payload_for_success_and_failure() -> None:
@@ -219,3 +283,51 @@ def test_on_phase_change_sends_in_the_background(monkeypatch: pytest.MonkeyPatch
         assert got[0]["pendingAction"]["approveCommand"] == APPROVE
 
     asyncio.run(main())
+
+
+def test_a_webhook_outside_the_allowed_urls_is_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    # An Agent author points notify at their own server (a run's task, alert labels and
+    # arguments would go there): nothing is sent, and the log says why and where.
+    async def main() -> tuple[bool, list[Any]]:
+        app, got = _serve([200])
+        async with TestServer(app) as server:
+            a = agent()
+            assert a.notify is not None
+            a.notify.webhookURL = str(server.make_url("/hook/SECRETPATH"))
+            policy = Policy(notify_urls=("https://hooks.slack.com/",))
+            sent = await notify.deliver(
+                None,  # type: ignore[arg-type]
+                run(**PENDING),
+                a,
+                NotifyEvent.AWAITING_APPROVAL,
+                policy=policy,
+            )
+            return sent, got
+
+    sent, got = asyncio.run(main())
+    assert sent is False and got == []
+    assert "webhookURL (http://127.0.0.1:" in caplog.text
+    assert "not in the operator's allowed notification URLs" in caplog.text
+    assert "AGENTRUN_ALLOWED_NOTIFY_URLS" in caplog.text
+    assert "SECRETPATH" not in caplog.text  # a webhook URL's path is its credential
+
+
+def test_an_allowed_webhook_is_sent() -> None:
+    async def main() -> tuple[bool, list[Any]]:
+        app, got = _serve([200])
+        async with TestServer(app) as server:
+            a = agent()
+            assert a.notify is not None
+            a.notify.webhookURL = str(server.make_url("/hook"))
+            base = str(server.make_url("/"))
+            sent = await notify.deliver(
+                None,  # type: ignore[arg-type]
+                run(**PENDING),
+                a,
+                NotifyEvent.AWAITING_APPROVAL,
+                policy=Policy(notify_urls=(base,)),
+            )
+            return sent, got
+
+    sent, got = asyncio.run(main())
+    assert sent is True and len(got) == 1
