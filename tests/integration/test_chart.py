@@ -5,8 +5,10 @@ to end: a read tool Job, a write approved by a user bound to the approver role, 
 chart's approval webhook is registered with `webhook.url` (the local cluster cannot route a
 Service to a pod) and served by the operator with the chart-generated certificate: a viewer
 is Forbidden, an editor (`agentrun-editor`, or `edit`) is refused by the webhook with the
-missing permission named, and the approver is on record in status.approvals. Then
-`helm test`, and `helm uninstall` keeps the CRDs and the runs.
+missing permission named, and the approver is on record in status.approvals. The operator's
+ServiceAccount reads Secrets only in its own namespace, and the NetworkPolicies are installed
+(not enforced: no network plugin). Then `helm test`, and `helm uninstall` keeps the CRDs and
+the runs.
 
 Namespaces are `ar-*`: never `s-*` (the session's shared operator) nor `k-*`, and the chart's
 operator watches only its own run namespace, so two operators never handle one run.
@@ -141,6 +143,20 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     # The chart's webhooks check only this test's run namespace (other tests' runs elsewhere).
     cluster.kubectl("label", "namespace", ns, f"agentrun.dev/chart-test={rel}")
 
+    # The local apiserver runs without its endpoint reconciler: write the `kubernetes`
+    # Endpoints a real cluster has, for the chart's NetworkPolicy lookup (if none is there;
+    # a documentation address: nothing here routes by it).
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default"},
+        "subsets": [
+            {"addresses": [{"ip": "192.0.2.10"}], "ports": [{"name": "https", "port": 6443}]}
+        ],
+    }
+    if stack.get(cluster, "endpoints", "kubernetes", "default") is None:
+        stack.apply(cluster, [endpoints])
+
     # ---- install -----------------------------------------------------------------------------
     helm(
         "install", rel, str(CHART), "--namespace", system_ns,
@@ -168,6 +184,8 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
         "--set", f"webhook.certDir={cert_dir}",
         "--set-json",
         f'webhook.namespaceSelector={{"matchLabels":{{"agentrun.dev/chart-test":"{rel}"}}}}',
+        # The scripted model server listens on loopback: the admin allows it.
+        "--set-json", 'model.allowedURLs=["http://127.0.0.1:*"]',
         kubeconfig=kubeconfig,
     )  # fmt: skip
 
@@ -204,12 +222,30 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
         "--timeout=150s",
     )  # fmt: skip
     stack.wait_for(lambda: _healthy(health_port), 60, "the chart operator's /healthz")
-    # The pod's process runs with the pod's ServiceAccount token, nothing else.
-    sa = cluster.kubectl(
-        "auth", "can-i", "list", "secrets", "-n", ns,
-        f"--as=system:serviceaccount:{system_ns}:{fullname}", check=False,
-    )  # fmt: skip
-    assert sa.stdout.strip() == "no"
+    # The pod's process runs with the pod's ServiceAccount token, nothing else: no Secret
+    # where runs live, only `get` in its own namespace (opted-in credentials).
+    operator_sa = f"--as=system:serviceaccount:{system_ns}:{fullname}"
+    for verb, where, allowed in (
+        ("list", ns, "no"),
+        ("get", ns, "no"),
+        ("get", "default", "no"),
+        ("list", system_ns, "no"),
+        ("get", system_ns, "yes"),
+    ):
+        can = cluster.kubectl(
+            "auth", "can-i", verb, "secrets", "-n", where, operator_sa, check=False
+        )
+        assert can.stdout.strip() == allowed, (verb, where, can.stdout)
+    # The NetworkPolicies exist; the apiserver's address was looked up at install (from the
+    # Endpoints written above). Nothing enforces them here: the local node has no network plugin.
+    tools_policy = _get(cluster, "networkpolicy", f"{fullname}-tools", "-n", ns)["spec"]
+    assert tools_policy["policyTypes"] == ["Ingress", "Egress"]
+    assert not tools_policy.get("ingress")  # no ingress at all
+    assert tools_policy["egress"][1] == {
+        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
+        "to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}],
+    }
+    _get(cluster, "networkpolicy", fullname, "-n", system_ns)
 
     cm = _get(cluster, "configmap", f"{fullname}-prompts", "-n", system_ns)
     prompts = {p.name: p.read_text() for p in (ROOT / "prompts").iterdir() if p.is_file()}
