@@ -61,11 +61,37 @@ _SENSITIVE_PARTS = frozenset(
 _SENSITIVE_ENDINGS = ("password", "passwd", "secret", "token", "apikey", "privatekey")
 # A last word part saying the value points at a credential rather than being one.
 _REFERENCE_PARTS = frozenset(
-    {"name", "names", "ref", "refs", "path", "file", "dir", "type", "kind", "url", "uri"}
+    {
+        "name",
+        "names",
+        "namespace",
+        "ref",
+        "refs",
+        "path",
+        "file",
+        "dir",
+        "type",
+        "kind",
+        "url",
+        "uri",
+    }
 )
 # Names that look sensitive but are not: the Kubernetes/AWS field `key` (selectors,
-# tolerations, secretKeyRef.key, tags) and the shell's working directory.
-_NOT_SENSITIVE = frozenset({"key", "Key", "keys", "Keys", "PWD", "OLDPWD"})
+# tolerations, secretKeyRef.key, tags), Kubernetes fields that name a key (a scheduling
+# problem shows in topologyKey), and the shell's working directory.
+_NOT_SENSITIVE = frozenset(
+    {
+        "key",
+        "Key",
+        "keys",
+        "Keys",
+        "topologyKey",
+        "capacityKey",
+        "kubeletConfigKey",
+        "PWD",
+        "OLDPWD",
+    }
+)
 _WORD_PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _HARMLESS = frozenset({"", MASK, "true", "false", "null", "none", "yes", "no", "~"})
 
@@ -77,7 +103,7 @@ def sensitive_name(name: str) -> bool:
     if name in _NOT_SENSITIVE or len(name) > 100:
         return False
     parts = [p.lower() for p in _WORD_PARTS.findall(name)]
-    if not parts or (len(parts) > 1 and parts[-1] in _REFERENCE_PARTS):
+    if not parts or (len(parts) > 1 and parts[-1] in _REFERENCE_PARTS) or "public" in parts:
         return False
     return any(p in _SENSITIVE_PARTS or p.endswith(_SENSITIVE_ENDINGS) for p in parts)
 
@@ -238,10 +264,11 @@ _VALUE = re.compile(
     r"|(?P<sq>\\?'[^'\\\n]*)"
     r"|(?P<bare>[^\s\"'\\,;&{}\[\]()<>][^\s\"'\\,;&}\])<>]*)"
 )
-# --password hunter2, and "--password", "hunter2" in a JSON list (a container's args)
+# --password hunter2, and a container's args as a JSON or YAML list: "--password", "x"
 _FLAG = re.compile(
-    r"(?<![\w.-])(?P<n>--?[A-Za-z][\w.-]{0,100})"
-    r"(?P<s>[ \t]+|" + _Q + r"[ \t]{0,64},\s{0,64}" + _Q + r")(?=[^\s\"'-])"
+    r"(?<![\w.-])(?P<n>--?[A-Za-z][\w.-]{0,100})(?P<s>[ \t]+"
+    r"|" + _Q + r"[ \t]{0,64},\s{0,64}" + _Q + r"|[ \t]{0,64}\r?\n[ \t]{0,64}-[ \t]{1,8})"
+    r"(?=[^\s\"'-])"
 )
 _FLAG_VALUE = re.compile(r"[^\s\"'\\]+")
 

@@ -39,6 +39,7 @@ def test_ordinary_evidence_is_left_alone(line: str) -> None:
         ('"env": "DB_PASSWORD=nested1"', "nested1"),  # a pair inside another pair's value
         ('x="--password=ok" password="two words"', "two words"),
         ('{"log": "token=abc\\nnext line"}', "abc"),
+        ("    args:\n    - --db-password\n    - yamlArgValue", "yamlArgValue"),
     ],
 )
 def test_redact_masks_credentials(text: str, hidden: str) -> None:
@@ -79,6 +80,9 @@ def test_redact_masks_credentials(text: str, hidden: str) -> None:
         ("tokenPath", False),
         ("DB_PASSWORD_FILE", False),
         ("PWD", False),
+        ("topologyKey", False),
+        ("secretNamespace", False),
+        ("PUBLIC_KEY", False),
     ],
 )
 def test_sensitive_names_by_word_part(name: str, sensitive: bool) -> None:
