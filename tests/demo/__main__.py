@@ -78,7 +78,10 @@ def main() -> int:
             f"(kubeconfig {cluster.kubeconfig})"
         )
         server = None if live else ScriptedModelServer(scripts={SCRIPTED_MODEL: SCRIPT})
-        operator = stack.OperatorProcess(cluster.kubeconfig, workdir / "operator.log")
+        # A live model's endpoint is allowed as an admin would allow it (the chart value).
+        endpoint = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+        env = {"AGENTRUN_ALLOWED_MODEL_URLS": endpoint} if live else {}
+        operator = stack.OperatorProcess(cluster.kubeconfig, workdir / "operator.log", env=env)
         try:
             if server is not None:
                 server.start()
@@ -105,15 +108,8 @@ def _run(
             "sre-agent", NS, SCRIPTED_MODEL, server.base_url, ["k8s-get", "rollout-restart"]
         )
     else:
-        cluster.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "model-api-key",
-            "-n",
-            NS,
-            f"--from-literal=api-key={os.environ['OPENAI_API_KEY']}",
-        )
+        # Where an admin keeps model keys: the operator's namespace, opted in by label.
+        stack.credential_secret(cluster, "model-api-key", {"api-key": os.environ["OPENAI_API_KEY"]})
         agent = stack.agent_manifest(
             "sre-agent",
             NS,

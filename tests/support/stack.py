@@ -109,6 +109,27 @@ def _has_token(cluster: LocalCluster, namespace: str) -> bool:
     return {"default", "agentrun-tool-read", "agentrun-tool-write"} <= names
 
 
+def credential_secret(
+    cluster: LocalCluster,
+    name: str,
+    data: dict[str, str],
+    namespace: str = CREDENTIALS_NAMESPACE,
+    labelled: bool = True,
+) -> None:
+    """A Secret as an admin provides a model key or webhook URL: in the credentials namespace
+    (created if missing), labelled agentrun.dev/credentials=true to opt in."""
+    if namespace == CREDENTIALS_NAMESPACE:
+        apply(cluster, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
+    labels = {"agentrun.dev/credentials": "true"} if labelled else {}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "stringData": data,
+    }
+    apply(cluster, [secret])
+
+
 def agent_manifest(
     name: str,
     namespace: str,
