@@ -347,12 +347,41 @@ def _mask_flag_value(m: re.Match[str], v: re.Match[str]) -> str | None:
     return None if _harmless(v[0]) or "=" in m["n"] else MASK
 
 
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}?PRIVATE KEY(?: BLOCK)?-----")
+_LINE_BREAK = re.compile(r"(\r?\n|\\n)")  # real or JSON-escaped
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]*")
+
+
+def _mask_headless_pem(text: str) -> str:
+    """A private key whose BEGIN line was cut off (a log read from its tail): masks the
+    base64 lines right before its END line. Never looks back past the previous END."""
+    out: list[str] = []
+    pos = 0
+    for m in _PEM_END.finditer(text):
+        parts = _LINE_BREAK.split(text[pos : m.start()])  # line, break, line, ..., line
+        keep = len(parts)  # parts[:keep] stay
+        while keep > 0 and _BASE64_LINE.fullmatch(parts[keep - 1]):
+            keep -= 2  # the line and the break before it
+        body = "".join(parts[keep + 1 :] if keep > 0 else parts)  # keep the line's break
+        if text.endswith(MASK, pos, m.start()) or not body.strip():
+            out.append(text[pos : m.end()])  # a whole block, masked by the BEGIN pattern
+        else:
+            out += [text[pos : m.start() - len(body)], MASK, m[0]]
+        pos = m.end()
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def redact(text: str) -> str:
     """Masks credentials in free text (logs, messages, raw tool output)."""
     lower = text.lower()  # masking only removes text: needles absent now stay absent
     for needles, pattern, replacement in _SHAPES:
         if any(n in lower for n in needles):
             text = pattern.sub(replacement, text)
+    if "private key" in lower:
+        text = _mask_headless_pem(text)
     if "value" in lower:
         text = _JSON_PAIR.sub(_pair, text)
         text = _YAML_PAIR.sub(_yaml_pair, text)

@@ -161,4 +161,5 @@ EVIDENCE: list[str] = [
     "tests passed=10 failed=0",
     "PWD=/app",
     "https://example.com/docs?page=2",
+    "a key ends with -----END PRIVATE KEY----- in PEM",
 ]

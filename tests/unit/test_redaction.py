@@ -36,6 +36,9 @@ def test_ordinary_evidence_is_left_alone(line: str) -> None:
         ("DB_PASSWORD: 's3cr3t'", "s3cr3t"),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----", "MIIEabc"),
         ("-----BEGIN PRIVATE KEY-----\nMIIEclipped", "MIIEclipped"),  # cut before its END
+        # a log read from its tail: the key's BEGIN line was cut off
+        ("MIIEcut0ff\nQUJDRA==\n-----END RSA PRIVATE KEY-----\nnext", "MIIEcut0ff"),
+        ('{"out": "x\\nMIIEesc4ped\\n-----END PRIVATE KEY-----"}', "MIIEesc4ped"),
         ('"env": "DB_PASSWORD=nested1"', "nested1"),  # a pair inside another pair's value
         ('x="--password=ok" password="two words"', "two words"),
         ('{"log": "token=abc\\nnext line"}', "abc"),
@@ -216,6 +219,8 @@ ADVERSARIAL = {
     "yaml names": "name: DB_PASSWORD\n" * (MEGABYTE // 18),
     "json names": '{"name": "DB_PASSWORD", "value": "' * (MEGABYTE // 35),
     "pem heads": "-----BEGIN PRIVATE KEY-----" * (MEGABYTE // 27),
+    "pem tails": "-----END PRIVATE KEY-----\n" * (MEGABYTE // 26),
+    "pem body": "QUJD\n" * (MEGABYTE // 5) + "-----END PRIVATE KEY-----",
     "jwt head": "eyJ" + "a" * MEGABYTE,
     "url": "://a:" * (MEGABYTE // 5),
     "bearer": "Bearer " * (MEGABYTE // 7),
