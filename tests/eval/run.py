@@ -19,7 +19,8 @@ import asyncio
 import os
 import sys
 
-from agentrun.model import ModelClient
+from agentrun.model import DEFAULT_BASE_URL, ModelClient
+from agentrun.policy import Policy
 
 from . import harness
 
@@ -47,8 +48,9 @@ def _replay(names: list[str], refresh: bool) -> int:
 
 
 async def _live_cases(names: list[str], api_key: str) -> list[harness.Score]:
-    client = ModelClient()
     spec = harness.live_model_spec()
+    # Whoever runs the eval picked the endpoint: it is the one allowed.
+    client = ModelClient(Policy(model_urls=(spec.baseURL or DEFAULT_BASE_URL,)))
     scores = []
     try:
         for name in names:

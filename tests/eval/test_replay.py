@@ -15,6 +15,7 @@ import pytest
 
 from agentrun.api import EventType
 from agentrun.model import ModelClient
+from agentrun.policy import Policy
 from tests.eval import harness
 from tests.modelserver import ScriptedModelServer
 
@@ -119,7 +120,7 @@ def test_live_mode_through_the_real_client(monkeypatch: pytest.MonkeyPatch) -> N
         config, prompt = harness.make_config(case, spec)
 
         async def go() -> harness.Outcome:
-            client = ModelClient()
+            client = ModelClient(Policy(model_urls=(server.base_url,)))
             try:
                 fn = harness.live_model(client, prompt, "sk-test")
                 return await harness.drive(case, fn, config, prompt)
