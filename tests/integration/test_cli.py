@@ -67,13 +67,27 @@ def test_list_show_approve_logs_of_a_run(spine: Spine) -> None:
     assert "Prompt:      sre-agent v" in shown
     assert "k8s-get {" in shown and '"kind": "Deployment"' in shown
     assert f"job/{read_result['jobRef']}  configmap/{read_result['outputRef']}" in shown
-    assert f"Approve:    {pending['approveCommand']}" in shown
+    assert f"Approve:        {pending['approveCommand']}" in shown
 
     # No terminal to ask on and no --yes: refused, nothing annotated, nothing ran.
     refused = plugin(spine, "approve", "run")
     assert refused.returncode == 6, refused
     assert "not a terminal" in refused.stderr and pending["actionHash"] in refused.stderr
     assert "rollout-restart" in refused.stdout  # it still showed what would have run
+    # What runs is the frozen snapshot the operator recorded: the approver sees it all.
+    snap = pending["snapshot"]
+    for line in (
+        f"  Image:          {snap['image']}",
+        f"  Command:        {' '.join(snap['command'])}",
+        f"  ServiceAccount: {snap['serviceAccountName']}",
+        "  Effect:         write",
+        f"  Timeout:        {snap['timeoutSeconds']}s",
+        f"  Spec digest:    {snap['specDigest']}",
+        f"  Hash:           {pending['actionHash']}",
+    ):
+        assert line in refused.stdout
+    if pending.get("expiresTime"):
+        assert f"  Expires:        {pending['expiresTime']} (in " in refused.stdout
     assert "agentrun.dev/approve" not in spine.get()["metadata"].get("annotations", {})
     assert spine.status()["phase"] == "AwaitingApproval" and len(spine.jobs()) == 1
 
