@@ -536,6 +536,7 @@ def _request_tool(st: _Step, call: ToolCall, snap: ToolSnapshot, limits: Effecti
         return
     command = approve_command(st.run, digest)
     expires = st.obs.now + timedelta(seconds=limits.approvalTimeoutSeconds)
+    st.wake = expires
     status.pendingAction = PendingAction(
         step=status.step,
         tool=call.tool,

@@ -165,9 +165,14 @@ async def agent_changed(
 async def tool_changed(
     type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    _runner(memo).observe_object(
+    runner = _runner(memo)
+    runner.observe_object(
         "AgentTool", namespace or "", name, None if type == "DELETED" else dict(body)
     )
+    if type in ("MODIFIED", "DELETED"):
+        # A run awaiting approval of this tool tells its approver what changed.
+        for run in runner.awaiting(namespace or "", name):
+            await runner.step(namespace or "", run)
 
 
 # ---------------------------------------------------------------- admission webhooks

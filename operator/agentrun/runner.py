@@ -171,6 +171,8 @@ class Runner:
         # from that Job's own pod; a Job or pod made by someone else under the name is refused.
         self._job_uids: dict[tuple[str, str], str] = {}
         self.access = WriteAccess(api)
+        # Jobs whose create found one of the name already there (filled in worker threads).
+        self._existed: set[tuple[str, str]] = set()
         # Snapshots per AgentTool version: the policy is fixed for the process's life.
         self._snapshots: dict[tuple[str, str], tuple[str, ToolSnapshot | policy.PolicyError]] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
@@ -197,6 +199,17 @@ class Runner:
             return hit
         found: dict[str, Any] | None = await asyncio.to_thread(fetch, self.api, namespace, name)
         return found
+
+    def awaiting(self, namespace: str, tool: str) -> list[str]:
+        """The runs known to wait for approval of a call of this tool."""
+        out = []
+        for key, state in self._runs.items():
+            ns, _, name = key.partition("/")
+            current = ((state.body or {}).get("status") or {}).get("currentAction") or {}
+            waiting = current.get("state") == ActionState.AWAITING_APPROVAL.value
+            if ns == namespace and current.get("tool") == tool and waiting:
+                out.append(name)
+        return out
 
     def snapshots(self) -> list[metrics.RunSnapshot]:
         return list(self._seen.values())
@@ -422,6 +435,7 @@ class Runner:
                 produced = {**(produced or {}), "model": await early}
             if created is not None:
                 produced = {**(produced or {}), "job": created}
+                self._look_again_if_existed(namespace, name, created.name)
             if produced is None:
                 return
             obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
@@ -783,7 +797,15 @@ class Runner:
 
     async def _create_job(self, run: AgentRun, config: Config, action: CreateJob) -> JobObservation:
         await asyncio.to_thread(self._job_creator(run, config, action))
+        self._look_again_if_existed(run.metadata["namespace"], run.metadata["name"], action.name)
         return JobObservation(name=action.name, phase=JobPhase.RUNNING)
+
+    def _look_again_if_existed(self, namespace: str, run: str, job: str) -> None:
+        """A Job found already there may have finished long ago: no watch event will come
+        for it, so the run steps again at once and reads (and checks) it."""
+        if (namespace, job) in self._existed:
+            self._existed.discard((namespace, job))
+            self._wake_later(namespace, run, 0.0)
 
     def _job_creator(self, run: AgentRun, config: Config, action: CreateJob) -> Callable[[], None]:
         """The Job's creation, as a call for a worker thread."""
@@ -804,8 +826,10 @@ class Runner:
         def create() -> None:
             faults.crash_point(faults.BEFORE_JOB_CREATE)
             created = kube.create_job(self.api, manifest)
-            if created is not None:  # None: it existed; verified when observed
+            if created is not None:
                 self._job_uids[key] = str(created["metadata"]["uid"])
+            else:  # it existed: ours from before a restart, or not ours; looked at next step
+                self._existed.add(key)
             log.info(
                 "Created Job %s/%s for step %d (%s)",
                 run.metadata["namespace"],

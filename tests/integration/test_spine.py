@@ -25,7 +25,14 @@ def test_happy_path_read_then_approved_write_then_done(spine: Spine) -> None:
     assert pending["tool"] == "rollout-restart"
     assert pending["arguments"] == {"name": "web", "namespace": spine.namespace}
     uid = spine.get()["metadata"]["uid"]
-    assert pending["actionHash"] == action_hash(uid, 2, "rollout-restart", pending["arguments"])
+    snap = pending["snapshot"]
+    assert (snap["serviceAccountName"], snap["command"]) == (
+        "agentrun-tool-write",
+        ["agentrun-tool"],
+    )
+    assert pending["actionHash"] == action_hash(
+        uid, 2, "rollout-restart", pending["arguments"], snap["specDigest"]
+    )
     assert pending["approveCommand"] == (
         f"kubectl annotate agentrun run -n {spine.namespace} "
         f"agentrun.dev/approve={pending['actionHash']}"

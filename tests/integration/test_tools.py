@@ -25,11 +25,15 @@ import yaml
 
 from agentrun import jobs
 from agentrun.api import AgentToolSpec
+from agentrun.policy import Policy, snapshot
 from tests.cluster import LocalCluster
 from tests.support import stack
 
 SECRET_VALUE = "s3cr3t-db-password-value"
 LITERAL_TOKEN = "literal-token-abcdef123456"
+
+# The tests run tools as the operator would, under an admin policy for a test image.
+TEST_POLICY = Policy(tool_image="agentrun:test", allowed_images=("*",))
 
 
 def deployment(name: str, image: str, command: list[str], **extra: Any) -> dict[str, Any]:
@@ -98,11 +102,10 @@ class Tools:
             run_uid=str(uuid.uuid4()),
             step=1,
             tool_name=tool,
-            tool=tool_spec,
+            tool=snapshot(tool, tool_spec, TEST_POLICY),
             arguments=arguments,
             job_name=name,
             action_hash="0" * 64,
-            default_image="agentrun:test",
         )
         # No AgentRun owns these Jobs: an owner reference to a missing one would get the
         # Job garbage-collected under the test.
@@ -550,6 +553,9 @@ def _as(effect: str, builtin: str) -> dict[str, Any]:
         "description": f"{builtin} under the {effect} ServiceAccount (test)",
         "effect": effect,
         "builtin": builtin,
+        # Named: a write built-in is a write whatever its effect says, and would default to
+        # the write account.
+        "serviceAccountName": f"agentrun-tool-{effect}",
         "parameters": {"type": "object", "properties": {}},
     }
 
