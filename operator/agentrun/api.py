@@ -414,6 +414,9 @@ class AgentRunStatus(Model):
     pendingAction: PendingAction | None = None
     pendingInput: PendingInput | None = None
     prefetched: int = Field(default=0, description="Prefetch calls done.")
+    storedOutputBytes: int = Field(
+        default=0, description="Raw tool output kept in ConfigMaps so far (bounded per run)."
+    )
     threadDropped: int = Field(default=0, description="Oldest thread events dropped for size.")
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)

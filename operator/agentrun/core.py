@@ -150,6 +150,7 @@ class JobObservation:
     # NOT_FOUND for a Job this operator process saw exist: it was deleted, not never created.
     existed: bool = False
     uid: str | None = None  # of the Job the result came from
+    storedBytes: int = 0  # of raw output kept in its ConfigMap (the run's budget)
 
 
 @dataclass(frozen=True)
@@ -731,6 +732,7 @@ def _take_job_result(
 ) -> None:
     status = st.status
     status.currentAction = None
+    status.storedOutputBytes += job.storedBytes
     refs = {
         "tool": current.tool,
         "jobRef": current.jobRef,

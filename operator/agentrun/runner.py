@@ -77,6 +77,9 @@ class Settings:
     # How long a step waits for a model answer to write it together with the record that
     # asked for it (see Runner._coalesce); 0 writes each round at once.
     coalesce_seconds: float = 0.25
+    # All raw outputs one run may keep in ConfigMaps: a run that loops over huge outputs
+    # stops filling etcd (its compacted results still reach the thread).
+    run_output_budget_bytes: int = 8 * 1024 * 1024
 
 
 ModelCall = asyncio.Task[ModelReply | ModelUnavailable]
@@ -663,7 +666,16 @@ class Runner:
             # Custom tools and crash logs bypass the tool runner's own masking.
             text = redact(text)
         ref: str | None = None
-        if text:
+        stored, spent = 0, run.status.storedOutputBytes
+        if text and spent >= self.settings.run_output_budget_bytes:
+            log.warning(
+                "Did not store the output of %s/%s: the run's output budget of %d bytes is spent",
+                namespace,
+                current.jobRef,
+                self.settings.run_output_budget_bytes,
+            )
+        elif text:
+            room = self.settings.run_output_budget_bytes - spent
             cm = jobs.output_configmap(
                 run_name=run.metadata["name"],
                 run_namespace=namespace,
@@ -672,15 +684,20 @@ class Runner:
                 tool_name=current.tool,
                 job_name=current.jobRef,
                 raw=text,
-                limit=self.settings.output_limit_bytes,
+                limit=min(self.settings.output_limit_bytes, room),
             )
             ref = cm["metadata"]["name"]
+            stored = sum(len(v.encode()) for v in cm["data"].values())
             # Created while the status write that links it is in flight, not before it.
             state.outputs[ref] = cm
             self._store_outputs(state)
         observed = jobs.job_observation(job, pod, text, ref)
         observed = replace(
-            observed, content=redact(observed.content), message=redact(observed.message), uid=uid
+            observed,
+            content=redact(observed.content),
+            message=redact(observed.message),
+            uid=uid,
+            storedBytes=stored,
         )
         _observe_duration(current.tool, job, observed)
         return observed

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from agentrun import conditions as cond
-from agentrun.api import ActionState, AgentToolSpec, Decision, Effect, Limits, Phase
-from agentrun.core import Config, CreateJob, ToolCall
+from agentrun.api import ActionState, AgentToolSpec, Decision, Effect, EventType, Limits, Phase
+from agentrun.core import FORGED, Config, CreateJob, JobObservation, JobPhase, ToolCall
 from agentrun.naming import action_hash
 from tests.unit.test_core import (
     CONFIG,
     NOW,
+    READ,
     UID,
     WRITE,
     WRITE_ARGS,
@@ -19,9 +21,11 @@ from tests.unit.test_core import (
     awaiting_approval,
     events,
     get_cond,
+    job_obs,
     make_run,
     obs,
     of,
+    read_ready,
     reply,
     started,
     step,
@@ -121,3 +125,27 @@ def test_a_write_recorded_without_a_snapshot_is_never_run_and_is_proposed_again(
     assert not of(actions, CreateJob)
     assert status.currentAction is None
     assert "without a snapshot" in status.thread[-1].content
+
+
+def test_read_results_record_the_spec_they_ran_the_job_uid_and_the_stored_bytes() -> None:
+    run = read_ready()
+    current = run.status.currentAction
+    assert current is not None and current.snapshot == CONFIG.snapshots[READ]
+    result = replace(job_obs(current.jobRef), uid="job-uid-1", storedBytes=1000)
+    _, status, _ = step(run, obs(job=result))
+    event = status.thread[-1]
+    assert (event.jobUID, event.specDigest) == ("job-uid-1", CONFIG.snapshots[READ].specDigest)
+    assert status.storedOutputBytes == 1000
+
+
+def test_a_forged_result_is_an_error_and_a_warning_event() -> None:
+    run = read_ready()
+    current = run.status.currentAction
+    assert current is not None
+    refused = JobObservation(
+        current.jobRef, JobPhase.FAILED, FORGED, "not ours", content="Tool result refused: x"
+    )
+    _, status, actions = step(run, obs(job=refused))
+    assert status.thread[-1].type is EventType.ERROR
+    assert "Tool result refused" in status.thread[-1].content
+    assert [e.type for e in events(actions, FORGED)] == ["Warning"]
