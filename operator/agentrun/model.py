@@ -187,8 +187,11 @@ class ModelClient:
             log.warning("model call for %s step %d refused: %s", run_id, step, refusal)
             return ModelUnavailable(message=refusal)
         # Plain dicts from the pure modules; the openai TypedDicts describe the same shapes.
-        built = context.build_messages(
-            run, prompt_text, config.tools, config.agent.contextBudgetTokens
+        # In a worker thread: rendering a run's context (up to a ~1 MB input context and
+        # thread) takes a second or more of CPU, and the event loop meanwhile serves every
+        # other run and the admission webhook (approvals time out if it stalls).
+        built = await asyncio.to_thread(
+            context.build_messages, run, prompt_text, config.tools, config.agent.contextBudgetTokens
         )
         messages = cast(list[ChatCompletionMessageParam], built)
         tools = cast(list[ChatCompletionToolUnionParam], toolcall.tool_definitions(config.tools))

@@ -10,6 +10,10 @@ name; the entry is picked by the X-Agentrun-Step header (1-based). Entries:
     {"error": 429, "times": 2, "then": {...}}       HTTP error the first `times` asks of this
                                                     (run, step), then `then` (no `times`: always)
     {"delay": 2.5, "then": {...}}                   sleep first (also: delay next to other keys)
+    {"huge_mib": 40, "chunked": true, "trickle": 0.01}
+                                                    a 200 completion whose text is 40 MiB, sent
+                                                    chunked (else with Content-Length), pausing
+                                                    `trickle` seconds between 64 KiB writes
 
 "text" may accompany a tool call as its content. Steps past the end of a script answer a
 `done` call saying so. Every request is recorded (GET /_requests); POST /_scripts replaces
@@ -23,12 +27,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Entry = dict[str, Any]
 Scripts = dict[str, list[Entry]]
+HUGE_WRITE = 64 * 1024  # bytes per write of a huge body
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -36,6 +42,36 @@ ERROR_TYPES = {
     404: "not_found_error",
     429: "rate_limit_exceeded",
 }
+
+
+@dataclass(frozen=True)
+class Huge:
+    """A hostile reply: a valid completion whose text fills `size` bytes of body, streamed
+    without ever being built in memory."""
+
+    head: bytes
+    tail: bytes
+    size: int
+    chunked: bool
+    trickle: float
+
+    @classmethod
+    def of(cls, model: str, messages: list[Any], entry: Entry) -> Huge:
+        marker = "@@huge@@"
+        completion = json.dumps(_completion(model, messages, {"text": marker})).encode()
+        head, tail = completion.split(marker.encode())
+        size = max(len(head) + len(tail), int(float(entry["huge_mib"]) * (1 << 20)))
+        return cls(head, tail, size, bool(entry.get("chunked")), float(entry.get("trickle", 0)))
+
+    def parts(self) -> Iterator[bytes]:
+        yield self.head
+        left, filler = self.size - len(self.head) - len(self.tail), b"x" * HUGE_WRITE
+        while left > 0:
+            yield filler[:left]
+            left -= HUGE_WRITE
+            if self.trickle:
+                time.sleep(self.trickle)
+        yield self.tail
 
 
 class _Server(ThreadingHTTPServer):
@@ -168,6 +204,8 @@ class ScriptedModelServer:
                 entry = entry.get("then") or {"done": "script ended after errors"}
                 depth += 1
                 continue
+            if "huge_mib" in entry:
+                return 200, Huge.of(model, messages, entry), delay
             return 200, _completion(model, messages, entry), delay
 
     def mark_answered(self, record: Entry) -> None:
@@ -257,6 +295,22 @@ def _handler_for(server: ScriptedModelServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (its timeout): nothing to answer
 
+        def _send_huge(self, huge: Huge) -> None:
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if huge.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(huge.size))
+                self.end_headers()
+                for part in huge.parts():
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if huge.chunked else part)
+                if huge.chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client stopped reading: the cap worked
+
         def _body(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
@@ -301,7 +355,10 @@ def _handler_for(server: ScriptedModelServer) -> type[BaseHTTPRequestHandler]:
                 # (retry-after: 0 alone would fall back to its 0.5 s+ exponential backoff).
                 extra = {"retry-after": "0", "retry-after-ms": "10"} if status >= 400 else {}
                 server.mark_answered(record)
-                self._send(status, payload, extra)
+                if isinstance(payload, Huge):
+                    self._send_huge(payload)
+                else:
+                    self._send(status, payload, extra)
             else:
                 self._send(404, _error(404, f"no route {path}"))
 
