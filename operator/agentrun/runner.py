@@ -663,8 +663,9 @@ class Runner:
         if pod is not None:
             text = await self.pods.log(namespace, current.jobRef, pod["metadata"]["name"])
         if text:
-            # Custom tools and crash logs bypass the tool runner's own masking.
-            text = redact(text)
+            # Custom tools and crash logs bypass the tool runner's own masking. In a worker
+            # thread: up to a MiB of text, and the event loop also answers the webhook.
+            text = await asyncio.to_thread(redact, text)
         ref: str | None = None
         stored, spent = 0, run.status.storedOutputBytes
         if text and spent >= self.settings.run_output_budget_bytes:
