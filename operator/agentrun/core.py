@@ -575,17 +575,20 @@ def _start_job(st: _Step, current: CurrentAction) -> None:
         snap = st.config.snapshots.get(current.tool) if st.config is not None else None
         if snap is None or snap.effect is not Effect.READ:
             return
-    st.actions.append(
-        CreateJob(
-            step=current.step,
-            tool=current.tool,
-            effect=current.effect,
-            arguments=current.arguments,
-            name=current.jobRef,
-            actionHash=current.actionHash,
-            snapshot=snap,
-            preconditions=current.preconditions,
-        )
+    st.actions.append(job_action(current, snap))
+
+
+def job_action(current: CurrentAction, snap: ToolSnapshot) -> CreateJob:
+    """The Job of the current action, run from the given (frozen) snapshot."""
+    return CreateJob(
+        step=current.step,
+        tool=current.tool,
+        effect=current.effect,
+        arguments=current.arguments,
+        name=current.jobRef,
+        actionHash=current.actionHash,
+        snapshot=snap,
+        preconditions=current.preconditions,
     )
 
 

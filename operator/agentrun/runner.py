@@ -54,6 +54,7 @@ from .core import (
     ToolCall,
     decide,
     fail_invalid_spec,
+    job_action,
     parse_time,
 )
 from .model import ModelClient
@@ -711,18 +712,7 @@ class Runner:
         """The Job the operator builds for the current action (None before snapshots)."""
         if current.snapshot is None:
             return None
-        return jobs.build_job(
-            run_name=run.metadata["name"],
-            run_namespace=run.metadata["namespace"],
-            run_uid=run.metadata["uid"],
-            step=current.step,
-            tool_name=current.tool,
-            tool=current.snapshot,
-            arguments=current.arguments,
-            job_name=current.jobRef,
-            action_hash=current.actionHash,
-            preconditions=current.preconditions,
-        )
+        return _build(run, job_action(current, current.snapshot))
 
     def _job_exists(self, state: _RunState, namespace: str, run: str, job: str) -> None:
         """A tool Job of the run exists (we created or saw it): if it disappears it was
@@ -827,18 +817,7 @@ class Runner:
 
     def _job_creator(self, run: AgentRun, config: Config, action: CreateJob) -> Callable[[], None]:
         """The Job's creation, as a call for a worker thread."""
-        manifest = jobs.build_job(
-            run_name=run.metadata["name"],
-            run_namespace=run.metadata["namespace"],
-            run_uid=run.metadata["uid"],
-            step=action.step,
-            tool_name=action.tool,
-            tool=action.snapshot,
-            arguments=action.arguments,
-            job_name=action.name,
-            action_hash=action.actionHash,
-            preconditions=action.preconditions,
-        )
+        manifest = _build(run, action)
         key = (run.metadata["namespace"], action.name)
 
         def create() -> None:
@@ -849,7 +828,8 @@ class Runner:
             else:  # it existed: ours from before a restart, or not ours; looked at next step
                 self._existed.add(key)
             log.info(
-                "Created Job %s/%s for step %d (%s)",
+                "%s Job %s/%s for step %d (%s)",
+                "Created" if created is not None else "Found existing",
                 run.metadata["namespace"],
                 action.name,
                 action.step,
@@ -940,6 +920,22 @@ class Runner:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("Background task failed: %s", task.exception())
+
+
+def _build(run: AgentRun, action: CreateJob) -> dict[str, Any]:
+    """The Job manifest of an action: only from its frozen snapshot."""
+    return jobs.build_job(
+        run_name=run.metadata["name"],
+        run_namespace=run.metadata["namespace"],
+        run_uid=run.metadata["uid"],
+        step=action.step,
+        tool_name=action.tool,
+        tool=action.snapshot,
+        arguments=action.arguments,
+        job_name=action.name,
+        action_hash=action.actionHash,
+        preconditions=action.preconditions,
+    )
 
 
 def _finished(body: dict[str, Any]) -> bool:
