@@ -170,6 +170,13 @@ def _follow(cluster: LocalCluster, operator: stack.OperatorProcess) -> int:
         if phase == "AwaitingApproval" and not approved:
             pending = status["pendingAction"]
             say(f"\nThe agent wants to run {pending['tool']} {json.dumps(pending['arguments'])}")
+            snap = pending.get("snapshot") or {}
+            command, account = json.dumps(snap.get("command")), snap.get("serviceAccountName")
+            say(
+                f"  what runs (frozen): image {snap.get('image')}, command {command}, "
+                f"serviceAccount {account}, timeout {snap.get('timeoutSeconds')}s; "
+                f"approval expires {pending.get('expiresTime')}"
+            )
             say(f"Approving exactly that action (hash {pending['actionHash'][:12]}...):")
             say(f"$ {pending['approveCommand']}")
             args = shlex.split(pending["approveCommand"])[1:]
