@@ -15,7 +15,7 @@ RUN python -m venv /opt/agentrun/venv \
  && /opt/agentrun/venv/bin/pip install --no-compile . \
  && /opt/agentrun/venv/bin/agentrun-operator --help >/dev/null \
  && test -x /opt/agentrun/venv/bin/agentrun-tool \
- && /opt/agentrun/venv/bin/python -c "import agentrun.handlers, agentrun.toolrunner"
+ && /opt/agentrun/venv/bin/python -c "import agentrun.operator.handlers, agentrun.tool.runner"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="agentrun" \

@@ -19,10 +19,10 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 crds: venv
-	$(PY) -m agentrun.crdgen
+	$(PY) -m agentrun.api.crdgen
 
 crds-check: venv
-	$(PY) -m agentrun.crdgen --check
+	$(PY) -m agentrun.api.crdgen --check
 
 unit: venv
 	$(VENV)/bin/pytest tests/unit -q

@@ -21,8 +21,8 @@ from agentrun.api import (
     RunInput,
     ThreadEvent,
 )
-from agentrun.context import build_context
-from agentrun.prompts import load_prompt
+from agentrun.llm.context import build_context
+from agentrun.llm.prompts import load_prompt
 
 NAIVE_BUDGET = 10**9  # no budget: everything appended whole
 TOOLS = {

@@ -49,8 +49,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from agentrun import rawapi
-from agentrun.kube import MERGE_PATCH
+from agentrun.kube import raw as rawapi
+from agentrun.kube.client import MERGE_PATCH
 from benchmarks import bare_kopf
 from benchmarks.step_overhead import (
     LABEL_RUN,

@@ -41,7 +41,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 
-from agentrun import kube as agentrun_kube
+from agentrun.kube import client as agentrun_kube
 from tests.cluster import LocalCluster
 from tests.modelserver import ScriptedModelServer
 from tests.support import stack
@@ -362,7 +362,7 @@ def new_api(kubeconfig: Path) -> k8s.ApiClient:
 
 def baseline_patch(cluster: LocalCluster, samples: int) -> list[float]:
     """Raw status merge-PATCH round trips on an AgentRun, as the operator sends them
-    (agentrun.kube.patch_run_status), before the operator runs (nothing reacts to them)."""
+    (agentrun.kube.client.patch_run_status), before the operator runs (nothing reacts to them)."""
     api = new_api(cluster.kubeconfig)
     custom = k8s.CustomObjectsApi(api)
     name = "baseline-patch"

@@ -38,8 +38,8 @@ def test_installs_the_package_with_pip_and_both_entrypoints() -> None:
     runs = " ".join(rest for word, rest in _instructions() if word == "RUN")
     assert re.search(r"pip install [^&]*\s\.(\s|$)", runs), "the package (.) is pip-installed"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["agentrun-operator"] == "agentrun.main:main"
-    assert project["scripts"]["agentrun-tool"] == "agentrun.toolrunner:main"
+    assert project["scripts"]["agentrun-operator"] == "agentrun.operator.main:main"
+    assert project["scripts"]["agentrun-tool"] == "agentrun.tool.runner:main"
     assert "agentrun-tool" in runs  # the tool runner is checked present in the image
     copies = [rest for word, rest in _instructions() if word == "COPY"]
     assert "operator ./operator" in copies and any(c.startswith("pyproject.toml") for c in copies)

@@ -275,8 +275,8 @@ def test_replicas_in_watched_namespaces_get_a_kopfpeering_each() -> None:
 
 
 def _exported_metrics() -> set[str]:
-    """Every sample name the operator's /metrics can carry (agentrun.metrics)."""
-    from agentrun import metrics
+    """Every sample name the operator's /metrics can carry (agentrun.operator.metrics)."""
+    from agentrun.operator import metrics
 
     families = list(metrics.REGISTRY.collect())
     families += metrics.RunsCollector(lambda: [], lambda: datetime.now(UTC)).collect()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agentrun import jobs
+from agentrun.operator import jobs
 from tests.chart.helm import CHART, by_kind, helm, one, render
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}

@@ -31,7 +31,6 @@ from typing import Any
 import yaml
 from openai.types.chat import ChatCompletionMessage
 
-from agentrun import context, routing, toolcall
 from agentrun.api import (
     ANNOTATION_ANSWER,
     ANNOTATION_APPROVE,
@@ -45,7 +44,8 @@ from agentrun.api import (
     PromptRef,
     Usage,
 )
-from agentrun.core import (
+from agentrun.api.naming import canonical_json, output_name
+from agentrun.engine.core import (
     CallModel,
     Config,
     CreateJob,
@@ -58,10 +58,11 @@ from agentrun.core import (
     ToolCall,
     decide,
 )
-from agentrun.jobs import Envelope, compact_result
-from agentrun.naming import canonical_json, output_name
-from agentrun.prompts import Prompt, load_prompt
-from agentrun.tokens import estimate, estimate_request
+from agentrun.llm import context, toolcall
+from agentrun.llm.prompts import Prompt, load_prompt
+from agentrun.llm.tokens import estimate, estimate_request
+from agentrun.operator.jobs import Envelope, compact_result
+from agentrun.receiver import routing
 from tests.modelserver.server import entry_message
 
 ROOT = Path(__file__).resolve().parents[2]

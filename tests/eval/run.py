@@ -19,8 +19,8 @@ import asyncio
 import os
 import sys
 
-from agentrun.model import DEFAULT_BASE_URL, ModelClient
-from agentrun.policy import Policy
+from agentrun.engine.policy import Policy
+from agentrun.llm.model import DEFAULT_BASE_URL, ModelClient
 
 from . import harness
 

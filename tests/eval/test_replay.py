@@ -14,8 +14,8 @@ import os
 import pytest
 
 from agentrun.api import EventType
-from agentrun.model import ModelClient
-from agentrun.policy import Policy
+from agentrun.engine.policy import Policy
+from agentrun.llm.model import ModelClient
 from tests.eval import harness
 from tests.modelserver import ScriptedModelServer
 

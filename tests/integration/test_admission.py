@@ -141,7 +141,7 @@ def test_only_approvers_decide_and_the_approver_is_on_record(
         decided = [
             (x["message"].split()[0], x["user"])
             for x in lines
-            if x["logger"] == "agentrun.admission" and x.get("run") == "run"
+            if x["logger"] == "agentrun.operator.admission" and x.get("run") == "run"
         ]
         assert ("Refused", bob) in decided and ("Allowed", alice) in decided
         assert all(x["run_namespace"] == ns for x in lines if x.get("run") == "run")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agentrun import routing
+from agentrun.receiver import routing
 from tests.cluster import LocalCluster
 from tests.support import alerting
 from tests.support.alerting import Alertmanager, Prometheus, ReceiverThread

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from agentrun.api import LABEL_RUN, LABEL_STEP, LABEL_TOOL
-from agentrun.jobs import ANNOTATION_ACTION_HASH
+from agentrun.operator.jobs import ANNOTATION_ACTION_HASH
 from tests.cluster.kube import ApiError, KubeClient
 from tests.integration.spine import TERMINAL, WORKLOAD, Spine, done, shell_tool
 from tests.support import stack

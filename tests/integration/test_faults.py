@@ -190,7 +190,7 @@ def test_edits_by_others_during_a_model_call_are_kept_and_the_model_is_asked_onc
 def test_a_status_write_onto_a_stale_version_is_refused(spine: Spine) -> None:
     from kubernetes import client, config
 
-    from agentrun import kube
+    from agentrun.kube import client as kube
 
     spine.setup([{"delay": 10, "then": done()}])  # the operator stays out of the way
     spine.start()

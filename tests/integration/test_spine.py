@@ -7,7 +7,7 @@ import json
 import urllib.request
 from collections.abc import Callable
 
-from agentrun.naming import action_hash
+from agentrun.api.naming import action_hash
 from tests.integration.spine import READ, Spine, condition, done, thread_types
 from tests.support import stack
 from tests.support.stack import OperatorProcess

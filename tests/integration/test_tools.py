@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from agentrun import jobs
 from agentrun.api import AgentToolSpec
-from agentrun.policy import Policy, snapshot
+from agentrun.engine.policy import Policy, snapshot
+from agentrun.operator import jobs
 from tests.cluster import LocalCluster
 from tests.support import stack
 

@@ -170,12 +170,12 @@ class Prometheus(_Process):
 
 
 class ReceiverThread:
-    """agentrun.receiver.serve in a thread with its own event loop, on a free loopback port."""
+    """agentrun.receiver.server.serve in a thread with its own loop, on a free loopback port."""
 
     def __init__(self, config: dict[str, Any], kubeconfig: Path) -> None:
         from kubernetes import config as k8s_config
 
-        from agentrun import routing
+        from agentrun.receiver import routing
 
         self.config = routing.load_config({**config, "listen": "127.0.0.1:0"})
         self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
@@ -185,7 +185,7 @@ class ReceiverThread:
         self.port = 0
 
     def start(self) -> None:
-        from agentrun import receiver
+        from agentrun.receiver import server as receiver
 
         self.thread.start()
         future: Future[Any] = asyncio.run_coroutine_threadsafe(
@@ -199,7 +199,7 @@ class ReceiverThread:
         return f"http://127.0.0.1:{self.port}"
 
     def metric(self, name: str, **labels: str) -> int:
-        from agentrun import receiver
+        from agentrun.receiver import server as receiver
 
         return receiver.receiver_of(self.runner).metrics.get(name, **labels)
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from agentrun import admission
-from agentrun.admission import (
+from agentrun.api import ANNOTATION_ANSWER, ANNOTATION_APPROVE, ANNOTATION_REJECT, Decision
+from agentrun.engine.core import RemoveAnnotations
+from agentrun.operator import admission
+from agentrun.operator.admission import (
     ANNOTATION_DECIDED_BY,
     User,
     access_review,
@@ -26,8 +28,6 @@ from agentrun.admission import (
     spec_warnings,
     stamp,
 )
-from agentrun.api import ANNOTATION_ANSWER, ANNOTATION_APPROVE, ANNOTATION_REJECT, Decision
-from agentrun.core import RemoveAnnotations
 from tests.unit.test_core import (
     annotate,
     awaiting_approval,
@@ -264,17 +264,17 @@ def test_without_the_webhook_the_approver_stays_empty() -> None:
 
 
 def test_json_logs_are_one_object_per_line_with_the_run() -> None:
-    from agentrun.handlers import JsonFormatter  # imports kopf; only this test needs it
+    from agentrun.operator.handlers import JsonFormatter
 
     record = logging.LogRecord(
-        "agentrun.admission", logging.INFO, __file__, 1, "%s ok", ("x",), None
+        "agentrun.operator.admission", logging.INFO, __file__, 1, "%s ok", ("x",), None
     )
     record.run_namespace, record.run, record.step = "prod", "web-oom", 3
     line = JsonFormatter().format(record)
     assert "\n" not in line
     entry = json.loads(line)
     assert entry["message"] == "x ok" and entry["level"] == "INFO"
-    assert entry["logger"] == "agentrun.admission"
+    assert entry["logger"] == "agentrun.operator.admission"
     assert (entry["run_namespace"], entry["run"], entry["step"]) == ("prod", "web-oom", 3)
     assert entry["time"].endswith("+00:00")
 

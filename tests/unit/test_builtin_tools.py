@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from agentrun import toolrunner
-from agentrun.builtin_tools import (
+from agentrun.tool import runner as toolrunner
+from agentrun.tool.builtins import (
     ToolError,
     common,
     delete_pod,
@@ -96,7 +96,7 @@ def test_env_summary_never_shows_secret_or_credential_values() -> None:
 def test_the_tool_runner_masks_every_output(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agentrun import builtin_tools
+    from agentrun.tool import builtins as builtin_tools
 
     monkeypatch.setitem(builtin_tools.REGISTRY, "leaky", lambda a: {"log": "password=hunter2"})
     toolrunner.main(["leaky", "{}"])

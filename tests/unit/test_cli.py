@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentrun import cli
+from agentrun.cli import main as cli
 from tests.unit.test_cli_render import HASH, a_run
 
 NOW = datetime(2024, 5, 1, 10, 7, 0, tzinfo=UTC)

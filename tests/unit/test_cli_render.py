@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agentrun import cliview as view
+from agentrun.cli import view
 
 NOW = datetime(2024, 5, 1, 10, 7, 0, tzinfo=UTC)
 HASH = "f00d" * 16

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentrun import conditions as cond
 from agentrun.api import Condition, ConditionStatus, Phase
+from agentrun.engine import conditions as cond
 
 T0 = "2025-01-02T03:04:05Z"
 T1 = "2025-01-02T04:00:00Z"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentrun.api import AgentRun, AgentToolSpec, Effect, EventType, ThreadEvent
-from agentrun.context import PROMPT_VARIABLES, build_messages, neutralise, render_event
+from agentrun.llm.context import PROMPT_VARIABLES, build_messages, neutralise, render_event
 
 T = "2026-01-01T00:00:00Z"
 TOOLS = {

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from agentrun.api import AgentRun, AgentToolSpec, Effect, EventType, ThreadEvent
-from agentrun.context import build_context, build_messages, summary
-from agentrun.tokens import estimate, estimate_request
-from agentrun.toolcall import tool_definitions
+from agentrun.llm.context import build_context, build_messages, summary
+from agentrun.llm.tokens import estimate, estimate_request
+from agentrun.llm.toolcall import tool_definitions
 
 T = "2026-01-01T00:00:00Z"
 TOOLS = {

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from agentrun import conditions as cond
 from agentrun.api import (
     ANNOTATION_APPROVE,
     ANNOTATION_REJECT,
@@ -36,7 +35,9 @@ from agentrun.api import (
     RunInput,
     Usage,
 )
-from agentrun.core import (
+from agentrun.api.naming import action_hash, job_name, output_name
+from agentrun.engine import conditions as cond
+from agentrun.engine.core import (
     MAX_APPROVAL_RECORDS,
     MAX_EVENT_CONTENT,
     MAX_THREAD_EVENTS,
@@ -60,7 +61,6 @@ from agentrun.core import (
     decide,
     fail_invalid_spec,
 )
-from agentrun.naming import action_hash, job_name, output_name
 
 # ---------------------------------------------------------------- fixtures
 

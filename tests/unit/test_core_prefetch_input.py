@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agentrun import conditions as cond
 from agentrun.api import (
     ANNOTATION_ANSWER,
     AgentRun,
@@ -24,7 +23,9 @@ from agentrun.api import (
     ThreadEvent,
     Urgency,
 )
-from agentrun.core import (
+from agentrun.api.naming import job_name
+from agentrun.engine import conditions as cond
+from agentrun.engine.core import (
     MAX_THREAD_BYTES,
     CallModel,
     Config,
@@ -39,8 +40,7 @@ from agentrun.core import (
     bound_thread,
     decide,
 )
-from agentrun.naming import job_name
-from agentrun.templating import MissingValue, fill
+from agentrun.engine.templating import MissingValue, fill
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 ALERT = {"labels": {"namespace": "shop", "deployment": "web", "alertname": "KubePodCrashLooping"}}

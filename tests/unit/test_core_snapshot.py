@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from agentrun import conditions as cond
 from agentrun.api import ActionState, AgentToolSpec, Decision, Effect, EventType, Limits, Phase
-from agentrun.core import FORGED, Config, CreateJob, JobObservation, JobPhase, ToolCall
-from agentrun.naming import action_hash
+from agentrun.api.naming import action_hash
+from agentrun.engine import conditions as cond
+from agentrun.engine.core import FORGED, Config, CreateJob, JobObservation, JobPhase, ToolCall
 from tests.unit.test_core import (
     CONFIG,
     NOW,

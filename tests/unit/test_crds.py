@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from agentrun import crdgen
+from agentrun.api import crdgen
 
 ROOT = Path(__file__).resolve().parents[2]
 

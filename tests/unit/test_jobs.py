@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from agentrun import jobs
 from agentrun.api import AgentToolSpec
-from agentrun.core import FORGED, JobPhase
-from agentrun.envelope import Envelope
-from agentrun.naming import canonical_json, job_name, output_name
-from agentrun.policy import Policy, snapshot
+from agentrun.api.naming import canonical_json, job_name, output_name
+from agentrun.engine.core import FORGED, JobPhase
+from agentrun.engine.policy import Policy, snapshot
+from agentrun.operator import jobs
+from agentrun.tool.envelope import Envelope
 
 UID = "0d9f3c52-1111-2222-3333-444455556666"
 ENVELOPE = '{"agentrunEnvelope": 1, "tool": "k8s-get", "ok": true, "output": {"a": 1}}'

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agentrun.api import AgentRun, AgentSpec, AgentToolSpec, Effect, ModelSpec, PromptRef, Usage
-from agentrun.core import (
+from agentrun.engine.core import (
     CallModel,
     Config,
     Done,
@@ -25,8 +25,8 @@ from agentrun.core import (
     ToolCall,
     decide,
 )
-from agentrun.model import MAX_ARGUMENTS_CHARS, MAX_REPLY_BYTES, ModelClient
-from agentrun.policy import Policy
+from agentrun.engine.policy import Policy
+from agentrun.llm.model import MAX_ARGUMENTS_CHARS, MAX_REPLY_BYTES, ModelClient
 from tests.modelserver import ScriptedModelServer
 
 TOOLS = {

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from agentrun.naming import action_hash, canonical_json, job_name, output_name
+from agentrun.api.naming import action_hash, canonical_json, job_name, output_name
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 UID = "6f1c2a9e-0000-4000-8000-000000000001"

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agentrun import notify
 from agentrun.api import AgentRun, AgentSpec, NotifyEvent, Phase
-from agentrun.policy import Policy
+from agentrun.engine.policy import Policy
+from agentrun.operator import notify
 
 HASH = "a" * 64
 APPROVE = f"kubectl annotate agentrun crash-1 -n shop agentrun.dev/approve={HASH}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentrun.api import AgentToolSpec, Effect
-from agentrun.policy import Policy, PolicyError, snapshot, url_allowed
+from agentrun.engine.policy import Policy, PolicyError, snapshot, url_allowed
 
 
 def spec(**kw: object) -> AgentToolSpec:

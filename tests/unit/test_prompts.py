@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentrun.context import PROMPT_VARIABLES
-from agentrun.prompts import (
+from agentrun.llm.context import PROMPT_VARIABLES
+from agentrun.llm.prompts import (
     PromptError,
     PromptNotFound,
     list_prompts,

@@ -14,10 +14,10 @@ import pytest
 import urllib3
 from aiohttp.test_utils import TestClient, TestServer
 
-from agentrun import routing
 from agentrun.api import AgentRunSpec, Limits
-from agentrun.receiver import Receiver, RequestError, Tokens, check_auth, parse_notification
-from agentrun.routing import Matcher, ReceiverConfig, TokenBucket
+from agentrun.receiver import routing
+from agentrun.receiver.routing import Matcher, ReceiverConfig, TokenBucket
+from agentrun.receiver.server import Receiver, RequestError, Tokens, check_auth, parse_notification
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agentrun.redaction import MASK, redact, redact_value, sensitive_name
+from agentrun.tool.redaction import MASK, redact, redact_value, sensitive_name
 from tests.support.secrets_corpus import CORPUS, EVIDENCE
 
 

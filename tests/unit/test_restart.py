@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from agentrun import restart
+from agentrun.operator import restart
 
 
 def test_kopfs_first_root_failure_arms_one_restart_after_the_grace() -> None:

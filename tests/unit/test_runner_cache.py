@@ -7,9 +7,9 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from agentrun.model import ModelClient
-from agentrun.runner import Runner, Settings
-from agentrun.toolpods import ToolPods
+from agentrun.llm.model import ModelClient
+from agentrun.operator.runner import Runner, Settings
+from agentrun.operator.toolpods import ToolPods
 
 
 def runner() -> Runner:

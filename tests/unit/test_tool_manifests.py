@@ -9,8 +9,10 @@ import pydantic
 import pytest
 import yaml
 
-from agentrun import api, builtin_tools, toolcall
-from agentrun.builtin_tools import scale
+from agentrun import api
+from agentrun.llm import toolcall
+from agentrun.tool import builtins as builtin_tools
+from agentrun.tool.builtins import scale
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 JSON_TYPES = {"object", "string", "integer", "number", "boolean", "array", "null"}

@@ -10,8 +10,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessage
 
 from agentrun.api import AgentToolSpec, Effect
-from agentrun.core import Done, InvalidAction, ToolCall
-from agentrun.toolcall import dump, parse_reply, tool_definitions, validator_for
+from agentrun.engine.core import Done, InvalidAction, ToolCall
+from agentrun.llm.toolcall import dump, parse_reply, tool_definitions, validator_for
 
 GET_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from agentrun import builtin_tools, jobs, toolrunner
-from agentrun.builtin_tools import k8s_get, rollout_restart
+from agentrun.operator import jobs
+from agentrun.tool import builtins as builtin_tools
+from agentrun.tool import runner as toolrunner
+from agentrun.tool.builtins import k8s_get, rollout_restart
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"agentrunEnvelope", "tool", "ok", "output", "error", "truncated"}
@@ -27,7 +29,7 @@ def run_cli(*args: str, **env: str) -> tuple[int, dict[str, Any], str]:
     environ = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     environ.update(env, PYTHONPATH=str(ROOT / "operator"))
     proc = subprocess.run(
-        [sys.executable, "-m", "agentrun.toolrunner", *args],
+        [sys.executable, "-m", "agentrun.tool.runner", *args],
         capture_output=True,
         text=True,
         env=environ,

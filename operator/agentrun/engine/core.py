@@ -1,0 +1,891 @@
+"""The pure core: decide(run, observations) -> (new status, actions). No I/O here.
+
+The adapter (runner.py) observes the world, calls decide, persists the returned status
+*before* carrying out the actions (status is the write-ahead log), then feeds what the
+actions produced (a model reply, a created Job) back into decide until nothing is left to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from agentrun.api import (
+    ANNOTATION_ANSWER,
+    ANNOTATION_APPROVE,
+    ANNOTATION_REJECT,
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_TIMEOUT_SECONDS,
+    TERMINAL_PHASES,
+    ActionState,
+    AgentRun,
+    AgentRunStatus,
+    AgentSpec,
+    AgentToolSpec,
+    ApprovalRecord,
+    ConditionStatus,
+    CurrentAction,
+    Decision,
+    Effect,
+    EventType,
+    PendingAction,
+    PendingInput,
+    PromptRef,
+    RunResult,
+    ThreadEvent,
+    ToolSnapshot,
+    Urgency,
+    Usage,
+)
+from agentrun.api.naming import action_hash, canonical_json, job_name
+from agentrun.engine import conditions as cond
+from agentrun.engine.policy import Policy, snapshot
+from agentrun.engine.templating import MissingValue, fill
+from agentrun.operator.admission import ANNOTATION_DECIDED_BY
+
+FORGED = "ForgedJob"  # JobObservation.reason: the Job or pod is not the one the operator made
+MAX_THREAD_EVENTS = 200
+MAX_EVENT_CONTENT = 4000
+MAX_APPROVAL_RECORDS = 50
+MAX_THREAD_BYTES = 256 * 1024  # the thread in status stays far below etcd's object limit
+COMPACTED_CONTENT = 300
+
+# ---------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class Config:
+    """The Agent, its tools and the prompt, resolved for this run. `snapshots` hold what each
+    tool runs (admin policy applied; effect never lower than the tool can do): a proposed
+    call freezes its tool's snapshot, and the Job is built from that, never from the spec."""
+
+    agent: AgentSpec
+    tools: dict[str, AgentToolSpec]
+    prompt: PromptRef
+    snapshots: dict[str, ToolSnapshot]
+
+    @classmethod
+    def of(
+        cls,
+        agent: AgentSpec,
+        tools: dict[str, AgentToolSpec],
+        prompt: PromptRef,
+        policy: Policy | None = None,
+    ) -> Config:
+        """Snapshots taken under the given (or the default) policy; the specs' effects are the
+        snapshots' own, so the model is told what needs approval."""
+        snaps = {n: snapshot(n, t, policy or Policy()) for n, t in tools.items()}
+        specs = {n: t.model_copy(update={"effect": snaps[n].effect}) for n, t in tools.items()}
+        return cls(agent=agent, tools=specs, prompt=prompt, snapshots=snaps)
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    reason: str  # CamelCase, e.g. InvalidSpec
+    message: str  # names the field or object at fault
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    tool: str
+    arguments: dict[str, Any]
+    # The target's state when proposed (a write's pod uid, revision, replicas), resolved by
+    # the adapter; shown to the approver, covered by the hash, checked by the tool.
+    preconditions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Done:
+    answer: str
+
+
+@dataclass(frozen=True)
+class RequestInput:
+    """The model asks a human a question; the run waits for the answer."""
+
+    question: str
+    urgency: Urgency = Urgency.NORMAL
+
+
+@dataclass(frozen=True)
+class InvalidAction:
+    """A malformed, unknown or schema-invalid tool call: the model sees it next step."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    action: ToolCall | Done | RequestInput | InvalidAction
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class ModelUnavailable:
+    """The endpoint failed after the client's own retries."""
+
+    message: str
+
+
+class JobPhase(StrEnum):
+    NOT_FOUND = "NotFound"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    name: str
+    phase: JobPhase
+    reason: str = ""
+    message: str = ""
+    ok: bool = False  # the tool's own verdict, from its result envelope
+    content: str = ""  # compacted output for the thread
+    outputRef: str | None = None
+    # NOT_FOUND for a Job this operator process saw exist: it was deleted, not never created.
+    existed: bool = False
+    uid: str | None = None  # of the Job the result came from
+    storedBytes: int = 0  # of raw output kept in its ConfigMap (the run's budget)
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: datetime
+    config: Config | ConfigError | None = None
+    model: ModelReply | ModelUnavailable | None = None
+    job: JobObservation | None = None
+    deleting: bool = False
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class CallModel:
+    step: int
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    step: int
+    tool: str
+    effect: Effect
+    arguments: dict[str, Any]
+    name: str
+    actionHash: str
+    snapshot: ToolSnapshot
+    preconditions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveAnnotations:
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RequeueAfter:
+    seconds: float
+
+
+Action = CallModel | CreateJob | DeleteJob | RemoveAnnotations | RecordEvent | RequeueAfter
+
+DECISION_ANNOTATIONS = (ANNOTATION_APPROVE, ANNOTATION_REJECT)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class EffectiveLimits:
+    maxSteps: int
+    maxConsecutiveErrors: int
+    timeoutSeconds: int
+    maxTotalTokens: int | None
+    approvalTimeoutSeconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
+
+
+def effective_limits(run: AgentRun, agent: AgentSpec | None) -> EffectiveLimits:
+    """The run's own limits, then the agent's defaults, then the built-in defaults."""
+    own, dflt = run.spec.limits, agent.limits if agent is not None else None
+
+    def pick(name: str, default: int | None) -> Any:
+        value = getattr(own, name)
+        if value is None and dflt is not None:
+            value = getattr(dflt, name)
+        return default if value is None else value
+
+    return EffectiveLimits(
+        maxSteps=pick("maxSteps", DEFAULT_MAX_STEPS),
+        maxConsecutiveErrors=pick("maxConsecutiveErrors", DEFAULT_MAX_CONSECUTIVE_ERRORS),
+        timeoutSeconds=pick("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS),
+        maxTotalTokens=pick("maxTotalTokens", None),
+        approvalTimeoutSeconds=pick("approvalTimeoutSeconds", DEFAULT_APPROVAL_TIMEOUT_SECONDS),
+    )
+
+
+def clip(text: str, limit: int = MAX_EVENT_CONTENT) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 60] + f"\n[... truncated {len(text) - limit + 60} characters]"
+
+
+def approve_command(run: AgentRun, digest: str) -> str:
+    name = run.metadata.get("name", "")
+    namespace = run.metadata.get("namespace", "default")
+    return f"kubectl annotate agentrun {name} -n {namespace} {ANNOTATION_APPROVE}={digest}"
+
+
+def _job_to_stop(current: CurrentAction | None, job: JobObservation | None) -> str | None:
+    """The Job of an ending run that may still be running (created, or perhaps created)."""
+    if current is None or current.state is ActionState.AWAITING_APPROVAL:
+        return None
+    if job is None or job.phase is JobPhase.RUNNING:
+        return current.jobRef
+    return None
+
+
+def answer_command(run: AgentRun) -> str:
+    name = run.metadata.get("name", "")
+    namespace = run.metadata.get("namespace", "default")
+    return f"kubectl annotate agentrun {name} -n {namespace} {ANNOTATION_ANSWER}='<your answer>'"
+
+
+def _size(event: ThreadEvent) -> int:
+    return len(event.content) + len(canonical_json(event.arguments or {})) + 200
+
+
+def bound_thread(thread: list[ThreadEvent], dropped: int) -> tuple[list[ThreadEvent], int]:
+    """Keeps the thread under MAX_THREAD_BYTES: oldest results compacted first, then dropped.
+
+    The raw outputs stay in their ConfigMaps (outputRef), so compacting loses no evidence.
+    """
+    total = sum(_size(e) for e in thread)
+    if total <= MAX_THREAD_BYTES:
+        return thread, dropped
+    out = list(thread)
+    for i, event in enumerate(out[:-1]):  # the newest event is kept whole
+        if total <= MAX_THREAD_BYTES:
+            break
+        if len(event.content) > COMPACTED_CONTENT and event.type is not EventType.DONE:
+            where = f"; full output in ConfigMap {event.outputRef}" if event.outputRef else ""
+            short = event.content[:COMPACTED_CONTENT] + f"\n[compacted{where}]"
+            total -= len(event.content) - len(short)
+            out[i] = event.model_copy(update={"content": short})
+    while total > MAX_THREAD_BYTES and len(out) > 1:
+        total -= _size(out.pop(0))
+        dropped += 1
+    return out, dropped
+
+
+class _Step:
+    """Mutable working state of one decide() call."""
+
+    def __init__(self, run: AgentRun, obs: Observations) -> None:
+        self.run = run
+        self.obs = obs
+        self.status: AgentRunStatus = run.status.model_copy(deep=True)
+        self.actions: list[Action] = []
+        self.now = iso(obs.now)
+        self.generation: int | None = run.metadata.get("generation")
+        self.annotations: dict[str, str] = run.metadata.get("annotations") or {}
+        self.config: Config | None = None
+        self.wake: datetime | None = None  # an earlier wake-up than the run's deadline
+
+    def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> None:
+        self.status.conditions = cond.set_condition(
+            self.status.conditions, type_, status, reason, message, self.now, self.generation
+        )
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.actions.append(RecordEvent(type=type_, reason=reason, message=message))
+
+    def thread(self, type_: EventType, content: str, **extra: Any) -> None:
+        self.status.thread.append(
+            ThreadEvent(
+                step=self.status.step, type=type_, time=self.now, content=clip(content), **extra
+            )
+        )
+        if len(self.status.thread) > MAX_THREAD_EVENTS:
+            cut = len(self.status.thread) - MAX_THREAD_EVENTS
+            self.status.thread = self.status.thread[cut:]
+            self.status.threadDropped += cut
+        self.status.thread, self.status.threadDropped = bound_thread(
+            self.status.thread, self.status.threadDropped
+        )
+
+    def consume(self, keys: tuple[str, ...]) -> None:
+        """Removes used decision annotations, and the decided-by stamp that went with them."""
+        if ANNOTATION_DECIDED_BY in self.annotations:
+            keys = (*keys, ANNOTATION_DECIDED_BY)
+        self.actions.append(RemoveAnnotations(keys=keys))
+
+    def audit(self, record: ApprovalRecord) -> None:
+        self.status.approvals = [*self.status.approvals, record][-MAX_APPROVAL_RECORDS:]
+
+    def finish(self, ok: bool, reason: str, message: str) -> None:
+        """Sets the terminal conditions; deletes a Job still running for this run."""
+        self.set(cond.RUNNING, ConditionStatus.FALSE, reason, message)
+        self.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, reason, "")
+        if self.status.pendingInput is not None:
+            self.set(cond.INPUT_PENDING, ConditionStatus.FALSE, reason, "")
+        self.status.pendingInput = None
+        self.set(
+            cond.SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message
+        )
+        self.status.completionTime = self.now
+        stop = _job_to_stop(self.status.currentAction, self.obs.job)
+        if stop is not None:
+            self.actions.append(DeleteJob(name=stop))
+        self.status.currentAction = None
+        self.status.pendingAction = None
+        self.event("Normal" if ok else "Warning", reason, message)
+
+    def error(self, content: str, limits: EffectiveLimits, **extra: Any) -> bool:
+        """Records an error the model will see; returns True when the run failed of it."""
+        self.status.consecutiveErrors += 1
+        self.thread(EventType.ERROR, content, **extra)
+        if self.status.consecutiveErrors >= limits.maxConsecutiveErrors:
+            self.finish(
+                False,
+                "TooManyErrors",
+                f"{self.status.consecutiveErrors} consecutive errors; last: {clip(content, 500)}",
+            )
+            return True
+        return False
+
+
+# ---------------------------------------------------------------- decide
+
+
+def decide(run: AgentRun, obs: Observations) -> tuple[AgentRunStatus, list[Action]]:
+    """One transition of a run, from its status and what the adapter just observed."""
+    st = _Step(run, obs)
+    _transition(st)
+    st.status.phase = cond.derive_phase(st.status.conditions)
+    st.status.observedGeneration = st.generation
+    return st.status, st.actions
+
+
+def _transition(st: _Step) -> None:
+    status, obs = st.status, st.obs
+    current = status.currentAction
+    if obs.job is not None and (current is None or obs.job.name != current.jobRef):
+        # A Job of another step says nothing about this one.
+        obs = st.obs = replace(obs, job=None)
+    if status.phase in TERMINAL_PHASES:
+        return
+    if obs.deleting or st.run.spec.cancel:
+        reason = "Deleted" if obs.deleting else "Cancelled"
+        st.finish(False, reason, "Run deleted" if obs.deleting else "Run cancelled by spec.cancel")
+        return
+    config = obs.config
+    if isinstance(config, ConfigError):
+        st.finish(False, config.reason, config.message)
+        return
+    if config is None:
+        return  # the adapter could not resolve the config this time; nothing to decide on
+    limits = effective_limits(st.run, config.agent)
+    st.config = config
+
+    if status.startTime is None:
+        status.startTime = st.now
+        status.promptRef = config.prompt
+        st.set(cond.RUNNING, ConditionStatus.TRUE, "Started", "Run started")
+        st.set(cond.SUCCEEDED, ConditionStatus.UNKNOWN, "InProgress", "")
+        st.event("Normal", "Started", f"Run started with agent {st.run.spec.agentRef}")
+
+    deadline = parse_time(status.startTime) + timedelta(seconds=limits.timeoutSeconds)
+    if obs.now >= deadline:
+        st.finish(False, "Timeout", f"Run exceeded timeoutSeconds={limits.timeoutSeconds}")
+        return
+
+    if status.currentAction is not None:
+        _advance_action(st, status.currentAction, config, limits)
+    elif status.pendingInput is not None:
+        _await_input(st, status.pendingInput, limits)
+    elif obs.model is not None:
+        _take_reply(st, obs.model, config, limits)
+    else:
+        _next_model_call(st, limits)
+
+    if status.completionTime is None:
+        # Wake up at the deadline (or an approval's expiry) even if nothing else happens.
+        remaining = (min(deadline, st.wake or deadline) - obs.now).total_seconds()
+        st.actions.append(RequeueAfter(seconds=max(1.0, remaining)))
+
+
+def _next_model_call(st: _Step, limits: EffectiveLimits) -> None:
+    status = st.status
+    config = st.config
+    if config is not None and status.step == 0 and status.prefetched < len(config.agent.prefetch):
+        _start_prefetch(st, config, limits)
+        return
+    if status.step >= limits.maxSteps:
+        st.finish(False, "MaxStepsExceeded", f"Run reached maxSteps={limits.maxSteps}")
+        return
+    if limits.maxTotalTokens is not None and status.usage.totalTokens >= limits.maxTotalTokens:
+        st.finish(
+            False,
+            "TokenBudgetExceeded",
+            f"Run used {status.usage.totalTokens} tokens of maxTotalTokens={limits.maxTotalTokens}",
+        )
+        return
+    st.actions.append(CallModel(step=status.step + 1))
+
+
+def _take_reply(
+    st: _Step, reply: ModelReply | ModelUnavailable, config: Config, limits: EffectiveLimits
+) -> None:
+    status = st.status
+    if isinstance(reply, ModelUnavailable):
+        if not st.error(f"Model request failed: {reply.message}", limits):
+            backoff = min(2.0**status.consecutiveErrors, 60.0)
+            st.actions.append(RequeueAfter(seconds=backoff))
+        return
+    status.step += 1
+    u = status.usage
+    status.usage = Usage(
+        promptTokens=u.promptTokens + reply.usage.promptTokens,
+        completionTokens=u.completionTokens + reply.usage.completionTokens,
+        totalTokens=u.totalTokens + reply.usage.totalTokens,
+        modelCalls=u.modelCalls + 1,
+    )
+    action = reply.action
+    if isinstance(action, InvalidAction):
+        if not st.error(action.message, limits):
+            _next_model_call(st, limits)
+        return
+    if isinstance(action, RequestInput):
+        _request_input(st, action)
+        return
+    if isinstance(action, Done):
+        st.thread(EventType.DONE, action.answer)
+        status.result = RunResult(answer=action.answer)
+        status.consecutiveErrors = 0
+        st.finish(True, "Completed", "The agent finished")
+        return
+    snap = config.snapshots.get(action.tool)
+    if snap is None:
+        if not st.error(f"Unknown tool {action.tool!r}; use one of the offered tools.", limits):
+            _next_model_call(st, limits)
+        return
+    _request_tool(st, action, snap, limits)
+
+
+def describe_snapshot(snap: ToolSnapshot) -> str:
+    """What runs, in one line, for the approver (Events, conditions)."""
+    return (
+        f"image {snap.image}, command {canonical_json(snap.command)}, "
+        f"serviceAccount {snap.serviceAccountName}, timeout {snap.timeoutSeconds}s, "
+        f"spec {snap.specDigest[:12]}"
+    )
+
+
+def _request_tool(st: _Step, call: ToolCall, snap: ToolSnapshot, limits: EffectiveLimits) -> None:
+    status = st.status
+    uid = str(st.run.metadata.get("uid", ""))
+    digest = action_hash(
+        uid, status.step, call.tool, call.arguments, snap.specDigest, call.preconditions
+    )
+    name = job_name(str(st.run.metadata.get("name", "run")), uid, status.step)
+    st.thread(
+        EventType.TOOL_CALL,
+        f"{call.tool} {canonical_json(call.arguments)}",
+        tool=call.tool,
+        arguments=call.arguments,
+    )
+    write = snap.effect is Effect.WRITE
+    status.currentAction = CurrentAction(
+        step=status.step,
+        tool=call.tool,
+        effect=snap.effect,
+        arguments=call.arguments,
+        actionHash=digest,
+        requestedTime=st.now,
+        state=ActionState.AWAITING_APPROVAL if write else ActionState.READY,
+        jobRef=name,
+        preconditions=call.preconditions,
+        snapshot=snap,
+    )
+    if not write:
+        _start_job(st, status.currentAction)
+        return
+    command = approve_command(st.run, digest)
+    expires = st.obs.now + timedelta(seconds=limits.approvalTimeoutSeconds)
+    st.wake = expires
+    status.pendingAction = PendingAction(
+        step=status.step,
+        tool=call.tool,
+        arguments=call.arguments,
+        actionHash=digest,
+        requestedTime=st.now,
+        approveCommand=command,
+        expiresTime=iso(expires),
+        preconditions=call.preconditions,
+        snapshot=snap,
+    )
+    st.set(
+        cond.APPROVAL_PENDING,
+        ConditionStatus.TRUE,
+        "AwaitingApproval",
+        f"Write action {call.tool} needs approval: {command}",
+    )
+    # A decision left over from an earlier action must never apply to this one.
+    if any(k in st.annotations for k in DECISION_ANNOTATIONS):
+        st.consume(DECISION_ANNOTATIONS)
+    bound = f", on {canonical_json(call.preconditions)}" if call.preconditions else ""
+    st.event(
+        "Normal",
+        "ApprovalRequested",
+        f"Step {status.step} wants to run {call.tool} {canonical_json(call.arguments)}{bound} "
+        f"({describe_snapshot(snap)}); approve with: {command}",
+    )
+
+
+def _start_job(st: _Step, current: CurrentAction) -> None:
+    snap = current.snapshot
+    if snap is None:
+        # Recorded by an operator that froze nothing: a read runs as the tool is now; a
+        # write is never run from a live spec (it is refused in _advance_action).
+        snap = st.config.snapshots.get(current.tool) if st.config is not None else None
+        if snap is None or snap.effect is not Effect.READ:
+            return
+    st.actions.append(job_action(current, snap))
+
+
+def job_action(current: CurrentAction, snap: ToolSnapshot) -> CreateJob:
+    """The Job of the current action, run from the given (frozen) snapshot."""
+    return CreateJob(
+        step=current.step,
+        tool=current.tool,
+        effect=current.effect,
+        arguments=current.arguments,
+        name=current.jobRef,
+        actionHash=current.actionHash,
+        snapshot=snap,
+        preconditions=current.preconditions,
+    )
+
+
+def _advance_action(
+    st: _Step, current: CurrentAction, config: Config, limits: EffectiveLimits
+) -> None:
+    unfrozen = current.effect is Effect.WRITE and current.snapshot is None
+    if unfrozen and current.state is not ActionState.JOB_CREATED:
+        _drop_unfrozen_write(st, current, limits)
+        return
+    if current.state is ActionState.AWAITING_APPROVAL:
+        _await_approval(st, current, config, limits)
+        return
+    job = st.obs.job
+    if current.state is ActionState.READY:
+        if job is None or (job.phase is JobPhase.NOT_FOUND and not job.existed):
+            _start_job(st, current)
+            return
+        if current.effect is Effect.WRITE or job.phase is not JobPhase.RUNNING:
+            # A write's Job is recorded as created at once: even an operator restarted after
+            # the Job was deleted must never create it again. A running read Job is not (one
+            # status write per step fewer); the runner remembers the Jobs it saw exist.
+            current = current.model_copy(update={"state": ActionState.JOB_CREATED})
+            st.status.currentAction = current
+    if job is None or job.phase is JobPhase.RUNNING:
+        return
+    _take_job_result(st, current, job, config, limits)
+
+
+def _drop_unfrozen_write(st: _Step, current: CurrentAction, limits: EffectiveLimits) -> None:
+    """A write proposed before snapshots existed: what would run was never shown, so it is
+    not run; the model is asked again and its new proposal is frozen."""
+    status = st.status
+    status.currentAction = None
+    status.pendingAction = None
+    message = (
+        f"The proposed {current.tool} was recorded without a snapshot of what it runs, so it "
+        "cannot be approved; it did not run. Propose it again."
+    )
+    st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Reproposed", message)
+    st.thread(EventType.ERROR, message, tool=current.tool)
+    st.event("Warning", "Reproposed", message)
+    _next_model_call(st, limits)
+
+
+def _await_approval(
+    st: _Step, current: CurrentAction, config: Config, limits: EffectiveLimits
+) -> None:
+    status, ann = st.status, st.annotations
+    reject, approve = ann.get(ANNOTATION_REJECT), ann.get(ANNOTATION_APPROVE)
+    base = {
+        "step": current.step,
+        "tool": current.tool,
+        "actionHash": current.actionHash,
+        "time": st.now,
+        "approver": ann.get(ANNOTATION_DECIDED_BY, ""),
+    }
+    expires = parse_time(current.requestedTime) + timedelta(seconds=limits.approvalTimeoutSeconds)
+    pending = status.pendingAction
+    if pending is not None and pending.expiresTime is not None:
+        expires = parse_time(pending.expiresTime)
+    if st.obs.now >= expires:
+        st.audit(ApprovalRecord(decision=Decision.EXPIRED, reason="no decision in time", **base))
+        st.finish(
+            False,
+            "ApprovalExpired",
+            f"Step {current.step} {current.tool} waited {limits.approvalTimeoutSeconds}s for "
+            "an approval (limits.approvalTimeoutSeconds); nothing ran",
+        )
+        return
+    st.wake = expires
+    if reject is not None:
+        reason = reject.strip() or "no reason given"
+        st.audit(ApprovalRecord(decision=Decision.REJECTED, reason=reason, **base))
+        st.thread(
+            EventType.REJECTION,
+            f"A human rejected {current.tool} {canonical_json(current.arguments)}: {reason}. "
+            "It did not run. Choose another action.",
+            tool=current.tool,
+        )
+        status.currentAction = None
+        status.pendingAction = None
+        st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Rejected", reason)
+        st.consume(DECISION_ANNOTATIONS)
+        st.event("Normal", "Rejected", f"Step {current.step} {current.tool} rejected: {reason}")
+        _next_model_call(st, limits)
+        return
+    if approve is None:
+        _warn_if_tool_changed(st, current, config)
+        return
+    if approve.strip() != current.actionHash:
+        st.audit(
+            ApprovalRecord(
+                decision=Decision.REFUSED,
+                reason=f"approval hash {approve.strip()[:16]}... does not match the pending action",
+                **base,
+            )
+        )
+        message = (
+            f"Approval refused: {ANNOTATION_APPROVE}={approve.strip()[:16]}... does not match "
+            f"the pending action {current.tool} (hash {current.actionHash}); nothing ran. "
+            f"Approve with: {approve_command(st.run, current.actionHash)}"
+        )
+        st.set(cond.APPROVAL_PENDING, ConditionStatus.TRUE, "ApprovalMismatch", message)
+        st.consume((ANNOTATION_APPROVE,))
+        st.event("Warning", "ApprovalMismatch", message)
+        return
+    st.audit(ApprovalRecord(decision=Decision.APPROVED, **base))
+    st.thread(EventType.APPROVAL, f"A human approved {current.tool}.", tool=current.tool)
+    approved = current.model_copy(update={"state": ActionState.READY})
+    status.currentAction = approved
+    status.pendingAction = None
+    st.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "Approved", f"{current.tool} approved")
+    st.consume(DECISION_ANNOTATIONS)
+    st.event("Normal", "Approved", f"Step {current.step} {current.tool} approved")
+    _start_job(st, approved)
+
+
+def _warn_if_tool_changed(st: _Step, current: CurrentAction, config: Config) -> None:
+    """The AgentTool changed after the proposal: approving still runs exactly the frozen
+    snapshot shown in pendingAction. Told once, on the condition and in an Event."""
+    live, frozen = config.snapshots.get(current.tool), current.snapshot
+    if frozen is None or (live is not None and live.specDigest == frozen.specDigest):
+        return
+    pending = cond.get(st.status.conditions, cond.APPROVAL_PENDING)
+    if pending is not None and pending.reason == "ToolChanged":
+        return
+    now = "was removed" if live is None else f"changed (spec {live.specDigest[:12]})"
+    message = (
+        f"AgentTool {current.tool} {now} after step {current.step} was proposed; approving "
+        f"runs the frozen snapshot in pendingAction ({describe_snapshot(frozen)}), not the new "
+        f"spec. Approve with: {approve_command(st.run, current.actionHash)}"
+    )
+    st.set(cond.APPROVAL_PENDING, ConditionStatus.TRUE, "ToolChanged", message)
+    st.event("Warning", "ToolChanged", message)
+
+
+def _take_job_result(
+    st: _Step,
+    current: CurrentAction,
+    job: JobObservation,
+    config: Config,
+    limits: EffectiveLimits,
+) -> None:
+    status = st.status
+    status.currentAction = None
+    status.storedOutputBytes += job.storedBytes
+    refs = {
+        "tool": current.tool,
+        "jobRef": current.jobRef,
+        "outputRef": job.outputRef,
+        "jobUID": job.uid,
+        "specDigest": current.snapshot.specDigest if current.snapshot else None,
+    }
+    if job.reason == FORGED:
+        st.event("Warning", FORGED, job.content)
+    if current.prefetch:
+        # Prefetched evidence, good or bad, is context for the first model call, not an error
+        # of the agent's.
+        status.prefetched += 1
+        kind = EventType.TOOL_RESULT if job.phase is JobPhase.SUCCEEDED else EventType.ERROR
+        text = job.content or job.message or job.reason or f"{current.tool} gave no output"
+        st.thread(kind, text, **refs)
+        _next_model_call(st, limits)
+        return
+    if job.phase is JobPhase.SUCCEEDED:
+        # A tool that ran and reported "not found" gave evidence, not an error of the agent's.
+        if job.ok:
+            status.consecutiveErrors = 0
+        st.thread(EventType.TOOL_RESULT, job.content, **refs)
+        _next_model_call(st, limits)
+        return
+    if job.phase is JobPhase.NOT_FOUND:
+        text = (
+            f"Tool {current.tool}: Job {current.jobRef} disappeared before its result was read; "
+            "it was not run again."
+        )
+    elif job.reason == "DeadlineExceeded":
+        timeout = current.snapshot.timeoutSeconds if current.snapshot else 0
+        text = f"Tool {current.tool} timed out after {timeout}s (Job {current.jobRef})."
+    else:
+        detail = job.content or job.message or job.reason or "no output"
+        text = f"Tool {current.tool} failed: {detail}"
+    if not st.error(text, limits, **refs):
+        _next_model_call(st, limits)
+
+
+def fail_invalid_spec(
+    status: dict[str, Any], message: str, now: datetime, generation: int | None
+) -> tuple[AgentRunStatus, list[Action]]:
+    """For a run whose spec does not even parse: a terminal InvalidSpec status, once."""
+    try:
+        current = AgentRunStatus.model_validate(status)
+    except ValueError:
+        current = AgentRunStatus()
+    if current.phase in TERMINAL_PHASES:
+        return current, []
+    ts = iso(now)
+    conds = current.conditions
+    for type_, value in (
+        (cond.RUNNING, ConditionStatus.FALSE),
+        (cond.SUCCEEDED, ConditionStatus.FALSE),
+    ):
+        conds = cond.set_condition(conds, type_, value, "InvalidSpec", message, ts, generation)
+    actions: list[Action] = [RecordEvent(type="Warning", reason="InvalidSpec", message=message)]
+    stop = _job_to_stop(current.currentAction, None)
+    if stop is not None:
+        actions.append(DeleteJob(name=stop))
+    if current.currentAction is not None or current.pendingAction is not None:
+        conds = cond.set_condition(
+            conds, cond.APPROVAL_PENDING, ConditionStatus.FALSE, "InvalidSpec", "", ts, generation
+        )
+    current.currentAction = None
+    current.pendingAction = None
+    current.conditions = conds
+    current.completionTime = ts
+    current.phase = cond.derive_phase(conds)
+    current.observedGeneration = generation
+    return current, actions
+
+
+def _start_prefetch(st: _Step, config: Config, limits: EffectiveLimits) -> None:
+    status = st.status
+    index = status.prefetched
+    call = config.agent.prefetch[index]
+    snap = config.snapshots.get(call.tool)
+    if snap is None or snap.effect is not Effect.READ:
+        status.prefetched += 1
+        st.thread(EventType.ERROR, f"Prefetch {call.tool}: not a read tool of this agent; skipped.")
+        _next_model_call(st, limits)
+        return
+    values = {
+        "input": st.run.spec.input.model_dump(mode="json"),
+        "run": {"name": st.run.metadata.get("name"), "namespace": st.run.metadata.get("namespace")},
+    }
+    try:
+        arguments = fill(call.arguments, values)
+    except MissingValue as missing:
+        status.prefetched += 1
+        st.thread(
+            EventType.ERROR, f"Prefetch {call.tool}: the input has no {missing.args[0]}; skipped."
+        )
+        _next_model_call(st, limits)
+        return
+    uid = str(st.run.metadata.get("uid", ""))
+    name = job_name(str(st.run.metadata.get("name", "run")), uid, 0, prefetch=index)
+    st.thread(
+        EventType.TOOL_CALL,
+        f"{call.tool} {canonical_json(arguments)}",
+        tool=call.tool,
+        arguments=arguments,
+    )
+    status.currentAction = CurrentAction(
+        step=0,
+        tool=call.tool,
+        effect=Effect.READ,
+        arguments=arguments,
+        actionHash=action_hash(uid, -1 - index, call.tool, arguments, snap.specDigest),
+        requestedTime=st.now,
+        state=ActionState.READY,
+        jobRef=name,
+        prefetch=True,
+        snapshot=snap,
+    )
+    _start_job(st, status.currentAction)
+
+
+def _request_input(st: _Step, action: RequestInput) -> None:
+    status = st.status
+    command = answer_command(st.run)
+    status.pendingInput = PendingInput(
+        step=status.step,
+        question=action.question,
+        urgency=action.urgency,
+        requestedTime=st.now,
+        answerCommand=command,
+    )
+    st.thread(EventType.QUESTION, f"[{action.urgency.value}] {action.question}")
+    st.set(cond.INPUT_PENDING, ConditionStatus.TRUE, "AwaitingInput", action.question)
+    if ANNOTATION_ANSWER in st.annotations:
+        st.consume((ANNOTATION_ANSWER,))
+    st.event(
+        "Normal",
+        "InputRequested",
+        f"Step {status.step} asks ({action.urgency.value}): {clip(action.question, 500)}; "
+        f"answer with: {command}",
+    )
+
+
+def _await_input(st: _Step, pending: PendingInput, limits: EffectiveLimits) -> None:
+    answer = st.annotations.get(ANNOTATION_ANSWER)
+    if answer is None or not answer.strip():
+        return
+    status = st.status
+    st.thread(EventType.ANSWER, answer.strip())
+    status.pendingInput = None
+    st.set(cond.INPUT_PENDING, ConditionStatus.FALSE, "Answered", "")
+    st.consume((ANNOTATION_ANSWER,))
+    st.event("Normal", "InputReceived", f"Step {pending.step} question answered")
+    _next_model_call(st, limits)
