@@ -13,11 +13,16 @@ from typing import Any
 
 import pytest
 
-from agentrun.api import ANNOTATION_ANSWER, ANNOTATION_APPROVE, ANNOTATION_REJECT, Decision
+from agentrun.api import (
+    ANNOTATION_ANSWER,
+    ANNOTATION_APPROVE,
+    ANNOTATION_DECIDED_BY,
+    ANNOTATION_REJECT,
+    Decision,
+)
 from agentrun.engine.core import RemoveAnnotations
 from agentrun.operator import admission
 from agentrun.operator.admission import (
-    ANNOTATION_DECIDED_BY,
     User,
     access_review,
     decisions_made,

@@ -14,6 +14,8 @@ API_VERSION: Final = "agentrun.dev/v1alpha1"
 ANNOTATION_APPROVE = f"{GROUP}/approve"
 ANNOTATION_REJECT = f"{GROUP}/reject"
 ANNOTATION_ANSWER = f"{GROUP}/answer"
+# Stamped by the admission webhook with the user who approved or rejected; read by the core.
+ANNOTATION_DECIDED_BY = f"{GROUP}/decided-by"
 LABEL_RUN = f"{GROUP}/run"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_TOOL = f"{GROUP}/tool"

@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from agentrun.api import ANNOTATION_ANSWER, ANNOTATION_APPROVE, ANNOTATION_REJECT, GROUP
+from agentrun.api import (
+    ANNOTATION_ANSWER,
+    ANNOTATION_APPROVE,
+    ANNOTATION_DECIDED_BY,
+    ANNOTATION_REJECT,
+    GROUP,
+)
 
-ANNOTATION_DECIDED_BY = f"{GROUP}/decided-by"
 HUMAN_ANNOTATIONS = (ANNOTATION_APPROVE, ANNOTATION_REJECT, ANNOTATION_ANSWER)
 APPROVE_VERB = "approve"
 RESOURCE = "agentruns"
