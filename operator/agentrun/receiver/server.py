@@ -43,6 +43,8 @@ import yaml
 from aiohttp import web
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentrun.api import API_VERSION, NAME_PATTERN, Limits, RunInput
@@ -273,38 +275,61 @@ def _api_error(exc: ApiException | urllib3.exceptions.HTTPError) -> RequestError
 
 
 class Metrics:
-    """Counters in the Prometheus text format."""
+    """The receiver's counters, on a registry of its own (the operator's is separate, and
+    both may live in one process)."""
 
-    HELP: ClassVar[dict[str, str]] = {
-        "agentrun_receiver_requests_total": "Requests by endpoint and HTTP status code.",
-        "agentrun_receiver_runs_created_total": "AgentRuns created, by route.",
-        "agentrun_receiver_deduplicated_total": "Notifications folded into an active run.",
-        "agentrun_receiver_resolved_total": "Resolved notifications recorded on a run.",
-        "agentrun_receiver_rate_limited_total": "Requests refused by a route's rate limit.",
-        "agentrun_receiver_unrouted_alerts_total": "Alerts that matched no route.",
-        "agentrun_receiver_refused_total": "Alerts and /runs requests refused by their route's "
-        "rules (namespace, agent, limits), by route and reason.",
+    # name -> (help, label names); label names sorted, as the samples have always shown them.
+    SPEC: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "agentrun_receiver_requests_total": (
+            "Requests by endpoint and HTTP status code.",
+            ("code", "endpoint"),
+        ),
+        "agentrun_receiver_runs_created_total": ("AgentRuns created, by route.", ("route",)),
+        "agentrun_receiver_deduplicated_total": (
+            "Notifications folded into an active run.",
+            ("route",),
+        ),
+        "agentrun_receiver_resolved_total": (
+            "Resolved notifications recorded on a run.",
+            ("route",),
+        ),
+        "agentrun_receiver_rate_limited_total": (
+            "Requests refused by a route's rate limit.",
+            ("route",),
+        ),
+        "agentrun_receiver_unrouted_alerts_total": ("Alerts that matched no route.", ()),
+        "agentrun_receiver_refused_total": (
+            "Alerts and /runs requests refused by their route's "
+            "rules (namespace, agent, limits), by route and reason.",
+            ("reason", "route"),
+        ),
     }
 
     def __init__(self) -> None:
-        self.counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.counters = {
+            name: PromCounter(name, help_, labels, registry=self.registry)
+            for name, (help_, labels) in self.SPEC.items()
+        }
 
     def inc(self, name: str, n: int = 1, **labels: str) -> None:
-        self.counts[(name, tuple(sorted(labels.items())))] += n
+        counter = self.counters[name]
+        (counter.labels(**labels) if labels else counter).inc(n)
 
     def get(self, name: str, **labels: str) -> int:
+        """The sum over the samples of `name` whose labels include `labels`."""
         want = set(labels.items())
-        return sum(v for (n, ls), v in self.counts.items() if n == name and want <= set(ls))
+        return int(
+            sum(
+                sample.value
+                for metric in self.counters[name].collect()
+                for sample in metric.samples
+                if sample.name == name and want <= set(sample.labels.items())
+            )
+        )
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for name, help_ in self.HELP.items():
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
-            for (n, labels), value in sorted(self.counts.items()):
-                if n == name:
-                    inner = ",".join(f'{k}="{v}"' for k, v in labels)
-                    lines.append(f"{name}{{{inner}}} {value}" if inner else f"{name} {value}")
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 class Receiver:
@@ -398,7 +423,9 @@ class Receiver:
         return _json(200, {"status": "ok"})
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain")
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     # ------------------------------------------------------------ /alertmanager
 
