@@ -26,7 +26,6 @@ from agentrun.api import (
     AgentRun,
     AgentRunStatus,
     AgentSpec,
-    AgentToolSpec,
     ApprovalRecord,
     ConditionStatus,
     CurrentAction,
@@ -35,7 +34,6 @@ from agentrun.api import (
     EventType,
     PendingAction,
     PendingInput,
-    PromptRef,
     RunResult,
     ThreadEvent,
     ToolSnapshot,
@@ -44,7 +42,9 @@ from agentrun.api import (
 )
 from agentrun.api.naming import action_hash, canonical_json, job_name
 from agentrun.engine import conditions as cond
-from agentrun.engine.policy import Policy, snapshot
+from agentrun.engine.config import Config as Config
+from agentrun.engine.config import ConfigError as ConfigError
+from agentrun.engine.config import prefetch_refused
 from agentrun.engine.templating import MissingValue, fill
 
 FORGED = "ForgedJob"  # JobObservation.reason: the Job or pod is not the one the operator made
@@ -55,38 +55,6 @@ MAX_THREAD_BYTES = 256 * 1024  # the thread in status stays far below etcd's obj
 COMPACTED_CONTENT = 300
 
 # ---------------------------------------------------------------- observations
-
-
-@dataclass(frozen=True)
-class Config:
-    """The Agent, its tools and the prompt, resolved for this run. `snapshots` hold what each
-    tool runs (admin policy applied; effect never lower than the tool can do): a proposed
-    call freezes its tool's snapshot, and the Job is built from that, never from the spec."""
-
-    agent: AgentSpec
-    tools: dict[str, AgentToolSpec]
-    prompt: PromptRef
-    snapshots: dict[str, ToolSnapshot]
-
-    @classmethod
-    def of(
-        cls,
-        agent: AgentSpec,
-        tools: dict[str, AgentToolSpec],
-        prompt: PromptRef,
-        policy: Policy | None = None,
-    ) -> Config:
-        """Snapshots taken under the given (or the default) policy; the specs' effects are the
-        snapshots' own, so the model is told what needs approval."""
-        snaps = {n: snapshot(n, t, policy or Policy()) for n, t in tools.items()}
-        specs = {n: t.model_copy(update={"effect": snaps[n].effect}) for n, t in tools.items()}
-        return cls(agent=agent, tools=specs, prompt=prompt, snapshots=snaps)
-
-
-@dataclass(frozen=True)
-class ConfigError:
-    reason: str  # CamelCase, e.g. InvalidSpec
-    message: str  # names the field or object at fault
 
 
 @dataclass(frozen=True)
@@ -815,7 +783,8 @@ def _start_prefetch(st: _Step, config: Config, limits: EffectiveLimits) -> None:
     index = status.prefetched
     call = config.agent.prefetch[index]
     snap = config.snapshots.get(call.tool)
-    if snap is None or snap.effect is not Effect.READ:
+    if snap is None or prefetch_refused(call, config.snapshots):
+        # validate() refuses such an Agent; a Config made otherwise still never runs it.
         status.prefetched += 1
         st.thread(EventType.ERROR, f"Prefetch {call.tool}: not a read tool of this agent; skipped.")
         _next_model_call(st, limits)

@@ -27,12 +27,11 @@ from agentrun.api import (
     AgentRun,
     AgentRunStatus,
     AgentSpec,
-    AgentToolSpec,
     CurrentAction,
     Effect,
     PromptRef,
-    ToolSnapshot,
 )
+from agentrun.engine import config as engine_config
 from agentrun.engine import policy
 from agentrun.engine.core import (
     Action,
@@ -124,12 +123,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _field_path(err: ValidationError) -> str:
-    first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
-    return f"{path}: {first['msg']}"
-
-
 def to_wire(value: Any) -> Any:
     """Drops None and empty strings: absent is how Kubernetes spells both (omitempty)."""
     if isinstance(value, dict):
@@ -180,8 +173,10 @@ class Runner:
         self.access = WriteAccess(api)
         # Jobs whose create found one of the name already there (filled in worker threads).
         self._existed: set[tuple[str, str]] = set()
-        # Snapshots per AgentTool version: the policy is fixed for the process's life.
-        self._snapshots: dict[tuple[str, str], tuple[str, ToolSnapshot | policy.PolicyError]] = {}
+        # Each AgentTool as read_tool made it, per version (see _read_tool).
+        self._tools: dict[
+            tuple[str, str], tuple[str, engine_config.Tool | engine_config.ConfigError]
+        ] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -337,7 +332,7 @@ class Runner:
         except ValidationError as err:
             status, actions = fail_invalid_spec(
                 body.get("status") or {},
-                f"Invalid spec: {_field_path(err)}",
+                f"Invalid spec: {engine_config.field_path(err)}",
                 _now(),
                 meta.get("generation"),
             )
@@ -533,95 +528,64 @@ class Runner:
     # ------------------------------------------------------------ observations
 
     async def _resolve(self, run: AgentRun) -> Config | ConfigError | None:
+        """Fetches what the run's config is made of; the engine's validate() judges it."""
         namespace = run.metadata["namespace"]
         agent_body = await self._lookup("Agent", namespace, run.spec.agentRef, kube.get_agent)
-        if agent_body is None:
-            return ConfigError(
-                "InvalidSpec",
-                f"spec.agentRef: Agent {run.spec.agentRef!r} not found in namespace {namespace!r}",
-            )
-        try:
-            agent = AgentSpec.model_validate(agent_body.get("spec", {}))
-        except ValidationError as err:
-            return ConfigError("InvalidAgent", f"Agent {run.spec.agentRef}: {_field_path(err)}")
-        tools: dict[str, AgentToolSpec] = {}
-        snaps: dict[str, ToolSnapshot] = {}
-        for tool_name in agent.tools:
-            tool_body = await self._lookup("AgentTool", namespace, tool_name, kube.get_tool)
-            if tool_body is None:
-                return ConfigError(
-                    "InvalidAgent",
-                    f"Agent {run.spec.agentRef}: spec.tools lists {tool_name!r}, but no AgentTool "
-                    f"of that name exists in namespace {namespace!r}",
-                )
-            try:
-                tools[tool_name] = AgentToolSpec.model_validate(tool_body.get("spec", {}))
-                toolcall.validator_for(tools[tool_name].parameters)
-            except ValidationError as err:
-                return ConfigError("InvalidTool", f"AgentTool {tool_name}: {_field_path(err)}")
-            except (TypeError, ValueError, KeyError) as err:
-                return ConfigError(
-                    "InvalidTool", f"AgentTool {tool_name}: spec.parameters is not usable: {err}"
-                )
-            if tool_name in toolcall.BUILTIN_TOOLS:
-                return ConfigError(
-                    "InvalidTool", f"AgentTool {tool_name!r}: the name is reserved for the agent"
-                )
-            snap = await self._snapshot(namespace, tool_name, tool_body, tools[tool_name])
-            if isinstance(snap, policy.PolicyError):
-                return ConfigError("ToolNotAllowed", f"AgentTool {tool_name}: {snap}")
-            snaps[tool_name] = snap
-            tools[tool_name] = tools[tool_name].model_copy(update={"effect": snap.effect})
-        for call in agent.prefetch:
-            tool = tools.get(call.tool)
-            if tool is None or tool.effect is not Effect.READ:
-                return ConfigError(
-                    "InvalidAgent",
-                    f"Agent {run.spec.agentRef}: spec.prefetch calls {call.tool!r}, which is not "
-                    "a read tool listed in spec.tools",
-                )
-        pinned = run.status.promptRef
-        try:
-            prompt = prompts.load_prompt(
-                agent.prompt.name, pinned.version if pinned else agent.prompt.version
-            )
-        except prompts.PromptError as err:
-            return ConfigError("InvalidAgent", f"Agent {run.spec.agentRef}: spec.prompt: {err}")
-        if pinned is not None and pinned.sha256 != prompt.sha256:
-            return ConfigError(
-                "PromptChanged",
-                f"Prompt {prompt.name} v{prompt.version} changed during the run "
-                f"(sha256 {pinned.sha256[:12]}... became {prompt.sha256[:12]}...); "
-                "publish prompt edits as a new version",
-            )
-        ref = PromptRef(name=prompt.name, version=prompt.version, sha256=prompt.sha256)
-        self._prompt_texts[prompt.sha256] = prompt.text
-        return Config(agent=agent, tools=tools, prompt=ref, snapshots=snaps)
+        fetched = engine_config.Fetched(agent=agent_body, tools={})
+        agent = engine_config.read_agent(run, namespace, agent_body)
+        if isinstance(agent, AgentSpec):
+            fetched = await self._fetch_config(run, namespace, agent_body, agent)
+        return engine_config.validate(run, namespace, fetched, self.settings.policy)
 
-    async def _snapshot(
-        self, namespace: str, name: str, body: dict[str, Any], spec: AgentToolSpec
-    ) -> ToolSnapshot | policy.PolicyError:
-        """What the tool runs under the admin's policy; a read tool whose ServiceAccount can
-        change the namespace is a write, whatever its spec says."""
+    async def _fetch_config(
+        self, run: AgentRun, namespace: str, agent_body: dict[str, Any] | None, agent: AgentSpec
+    ) -> engine_config.Fetched:
+        """The Agent's tools, in order up to the first that is unusable (the later ones cannot
+        change the verdict), which of them are writes by their ServiceAccount, and the prompt."""
+        tools: dict[str, engine_config.Tool | engine_config.ConfigError | None] = {}
+        writers: set[str] = set()
+        for tool_name in agent.tools:
+            body = await self._lookup("AgentTool", namespace, tool_name, kube.get_tool)
+            tool = None if body is None else self._read_tool(namespace, tool_name, body)
+            tools[tool_name] = tool
+            if not isinstance(tool, engine_config.Tool):
+                break
+            snap = tool.snapshot
+            if snap.effect is Effect.READ and await self.access.can_write(
+                namespace, snap.serviceAccountName
+            ):
+                writers.add(tool_name)
+        prompt: PromptRef | engine_config.PromptFailure
+        try:
+            loaded = prompts.load_prompt(*engine_config.prompt_wanted(run, agent))
+        except prompts.PromptError as err:
+            prompt = engine_config.PromptFailure(str(err))
+        else:
+            prompt = PromptRef(name=loaded.name, version=loaded.version, sha256=loaded.sha256)
+            # Kept by sha256: the text the model gets is the one promptRef names.
+            self._prompt_texts[loaded.sha256] = loaded.text
+        return engine_config.Fetched(
+            agent=agent_body, tools=tools, writers=frozenset(writers), prompt=prompt
+        )
+
+    def _read_tool(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> engine_config.Tool | engine_config.ConfigError:
+        """read_tool, once per AgentTool version: the policy is fixed for the process's life."""
         meta = body.get("metadata") or {}
         version = f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
-        seen = self._snapshots.get((namespace, name))
-        snap: ToolSnapshot | policy.PolicyError
+        seen = self._tools.get((namespace, name))
         if seen is not None and seen[0] == version:
-            snap = seen[1]
-        else:
-            try:
-                snap = policy.snapshot(name, spec, self.settings.policy)
-            except policy.PolicyError as err:
-                snap = err
-            self._snapshots[(namespace, name)] = (version, snap)
-        if (
-            isinstance(snap, ToolSnapshot)
-            and snap.effect is Effect.READ
-            and await self.access.can_write(namespace, snap.serviceAccountName)
-        ):
-            return policy.snapshot(name, spec, self.settings.policy, writes=True)
-        return snap
+            return seen[1]
+        tool = engine_config.read_tool(
+            name,
+            body,
+            self.settings.policy,
+            check_parameters=toolcall.validator_for,
+            reserved=toolcall.BUILTIN_TOOLS,
+        )
+        self._tools[(namespace, name)] = (version, tool)
+        return tool
 
     async def _observe_job(
         self, state: _RunState, run: AgentRun, hint: dict[str, Any] | None
