@@ -2,7 +2,8 @@
 
 One program under two names (console scripts `agentrun` and `kubectl-agentrun`). It follows
 the kubeconfig like kubectl (--kubeconfig, KUBECONFIG, --context, the context's namespace)
-and exits with codes scripts can rely on (docs/cli.md). Rendering lives in cliview (pure).
+and exits with codes scripts can rely on (docs/cli.md). Rendering lives in agentrun.cli.view
+(pure); cluster calls go through agentrun.kube.client.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from agentrun.api import (
     ANNOTATION_ANSWER,
     ANNOTATION_APPROVE,
     ANNOTATION_REJECT,
-    GROUP,
     LABEL_RUN,
     LABEL_STEP,
-    VERSION,
 )
 from agentrun.api.naming import output_name
 from agentrun.cli import view
@@ -42,7 +41,6 @@ EXIT_AWAITING_APPROVAL = 7  # run --wait: stopped at AwaitingApproval
 EXIT_AWAITING_INPUT = 8  # run --wait: stopped at AwaitingInput
 EXIT_TIMEOUT = 9  # run --wait --timeout: still going
 
-PLURAL = "agentruns"
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 OUTPUT_KEYS = ("output.txt", "output.json")
 WAIT_STOP = {
@@ -69,13 +67,56 @@ class Kube:
     """The few API calls the CLI makes, on a client configured like kubectl's."""
 
     def __init__(self, api: Any, namespace: str) -> None:
-        from kubernetes import client
+        # Imported here, not at the top, so `--help` and usage errors need no client.
+        from agentrun.kube import client
 
+        self.kube = client
         self.api = api
         self.namespace = namespace
-        # Any: the client's typed signatures add nothing here but casts.
-        self.custom: Any = client.CustomObjectsApi(api)
-        self.core: Any = client.CoreV1Api(api)
+
+    def get_run(self, name: str, namespace: str) -> dict[str, Any]:
+        run = _absent_on_404(self.kube.get_run, self.api, namespace, name)
+        if run is None:
+            raise CliError(
+                f'agentrun "{name}" not found in namespace "{namespace}"', EXIT_NOT_FOUND
+            )
+        return run
+
+    def list_runs(self, namespace: str | None, selector: str | None) -> list[dict[str, Any]]:
+        return self.kube.list_runs(self.api, namespace, selector)
+
+    def annotate(self, name: str, namespace: str, key: str, value: str) -> None:
+        """Like `kubectl annotate --overwrite`: a merge patch of one annotation."""
+        self.kube.annotate_run(self.api, namespace, name, {key: value})
+
+    def create_run(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self.kube.post_run(self.api, manifest)
+
+    def agent_exists(self, name: str, namespace: str) -> bool | None:
+        """Whether the Agent exists; None when we may not look."""
+        try:
+            return _absent_on_404(self.kube.get_agent, self.api, namespace, name) is not None
+        except Exception as err:
+            if getattr(err, "status", None) == 403:
+                return None
+            raise
+
+    def configmap_data(self, name: str, namespace: str) -> dict[str, str] | None:
+        cm = _absent_on_404(self.kube.get_configmap, self.api, namespace, name)
+        return None if cm is None else dict(cm.get("data") or {})
+
+    def configmaps(self, namespace: str, selector: str) -> list[tuple[str, dict[str, str]]]:
+        found = self.kube.list_configmaps(self.api, namespace, selector)
+        return [(cm["metadata"]["name"], dict(cm.get("data") or {})) for cm in found]
+
+    def pods(self, namespace: str, selector: str) -> list[str]:
+        found = self.kube.list_pods(self.api, namespace, selector)
+        # RFC 3339 UTC timestamps sort as text.
+        ordered = sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return [p["metadata"]["name"] for p in ordered]
+
+    def pod_log(self, pod: str, namespace: str) -> str:
+        return self.kube.pod_log(self.api, namespace, pod, container="tool")
 
     @classmethod
     def connect(cls, kubeconfig: str | None, context: str | None) -> Kube:
@@ -107,82 +148,17 @@ class Kube:
             raise CliError(f"cannot use kubeconfig {path}: {err}") from None
         return cls(api, namespace)
 
-    def get_run(self, name: str, namespace: str) -> dict[str, Any]:
-        try:
-            run: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-        except Exception as err:
-            if getattr(err, "status", None) == 404:
-                raise CliError(
-                    f'agentrun "{name}" not found in namespace "{namespace}"', EXIT_NOT_FOUND
-                ) from None
-            raise
-        return run
 
-    def list_runs(self, namespace: str | None, selector: str | None) -> list[dict[str, Any]]:
-        kw = {"label_selector": selector} if selector else {}
-        if namespace is None:
-            body = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)
-        else:
-            body = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, **kw
-            )
-        items: list[dict[str, Any]] = body.get("items", [])
-        return items
-
-    def annotate(self, name: str, namespace: str, key: str, value: str) -> None:
-        """Like `kubectl annotate --overwrite`: a merge patch of one annotation."""
-        self.custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"metadata": {"annotations": {key: value}}},
-            _content_type="application/merge-patch+json",
-        )
-
-    def create_run(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, manifest["metadata"]["namespace"], PLURAL, manifest
-        )
-        return created
-
-    def agent_exists(self, name: str, namespace: str) -> bool | None:
-        """Whether the Agent exists; None when we may not look."""
-        try:
-            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "agents", name)
-        except Exception as err:
-            status = getattr(err, "status", None)
-            if status == 404:
-                return False
-            if status == 403:
-                return None
-            raise
-        return True
-
-    def configmap_data(self, name: str, namespace: str) -> dict[str, str] | None:
-        try:
-            cm = self.core.read_namespaced_config_map(name, namespace)
-        except Exception as err:
-            if getattr(err, "status", None) == 404:
-                return None
-            raise
-        return dict(cm.data or {})
-
-    def configmaps(self, namespace: str, selector: str) -> list[tuple[str, dict[str, str]]]:
-        found = self.core.list_namespaced_config_map(namespace, label_selector=selector)
-        return [(cm.metadata.name, dict(cm.data or {})) for cm in found.items]
-
-    def pods(self, namespace: str, selector: str) -> list[str]:
-        found = self.core.list_namespaced_pod(namespace, label_selector=selector)
-        ordered = sorted(found.items, key=lambda p: p.metadata.creation_timestamp or 0)
-        return [p.metadata.name for p in ordered]
-
-    def pod_log(self, pod: str, namespace: str) -> str:
-        text: str = self.core.read_namespaced_pod_log(pod, namespace, container="tool")
-        return text
+def _absent_on_404(
+    read: Callable[[Any, str, str], dict[str, Any] | None], api: Any, namespace: str, name: str
+) -> dict[str, Any] | None:
+    """None for any 404: a bare one too (the CRD not installed), as for a missing object."""
+    try:
+        return read(api, namespace, name)
+    except Exception as err:
+        if getattr(err, "status", None) == 404:
+            return None
+        raise
 
 
 # ---------------------------------------------------------------- commands

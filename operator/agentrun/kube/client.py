@@ -27,6 +27,7 @@ COMPONENT = "agentrun-operator"
 AGENTRUNS, AGENTS, AGENTTOOLS = "agentruns", "agents", "agenttools"
 MAX_EVENT_MESSAGE = 1024
 MERGE_PATCH = "application/merge-patch+json"
+SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
 
 def _send(api: client.ApiClient, method: str, path: str, body: Any = None, **kw: Any) -> Any:
@@ -135,6 +136,33 @@ def read_pod_log(
     return bytes(buf[-limit_bytes:]).decode("utf-8", errors="replace")
 
 
+def pod_log(api: client.ApiClient, ns: str, pod: str, container: str = "tool") -> str:
+    """The whole log of one container."""
+    path = _ns_path("/api/v1", ns, "pods", pod) + "/log"
+    data: bytes = _send(
+        api, "GET", path, query=[("container", container)], accept="text/plain"
+    ).data
+    return data.decode("utf-8", errors="replace")
+
+
+def get_configmap(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    return _get(api, _ns_path("/api/v1", ns, "configmaps", name))
+
+
+def list_configmaps(api: client.ApiClient, ns: str, selector: str) -> list[dict[str, Any]]:
+    return _items(api, _ns_path("/api/v1", ns, "configmaps"), selector)
+
+
+def list_pods(api: client.ApiClient, ns: str, selector: str) -> list[dict[str, Any]]:
+    return _items(api, _ns_path("/api/v1", ns, "pods"), selector)
+
+
+def _items(api: client.ApiClient, path: str, selector: str | None) -> list[dict[str, Any]]:
+    query = [("labelSelector", selector)] if selector else []
+    items: list[dict[str, Any]] = _json(api, "GET", path, query=query).get("items") or []
+    return items
+
+
 def delete_job(api: client.ApiClient, ns: str, name: str) -> None:
     """Background propagation so the pod goes too; a Job already gone is fine."""
     body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
@@ -172,16 +200,23 @@ def remove_annotations(
         return None
 
 
-def list_runs(api: client.ApiClient, ns: str, selector: str) -> list[dict[str, Any]]:
-    body = _json(api, "GET", _crd(ns, AGENTRUNS), query=[("labelSelector", selector)])
-    items: list[dict[str, Any]] = body.get("items") or []
-    return items
+def list_runs(
+    api: client.ApiClient, ns: str | None, selector: str | None = None
+) -> list[dict[str, Any]]:
+    """AgentRuns of a namespace (None: every namespace), optionally by label selector."""
+    path = _crd(ns, AGENTRUNS) if ns is not None else f"/apis/{GROUP}/{VERSION}/{AGENTRUNS}"
+    return _items(api, path, selector)
+
+
+def post_run(api: client.ApiClient, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Creates an AgentRun; any refusal (409 included) is raised."""
+    return _json(api, "POST", _crd(manifest["metadata"]["namespace"], AGENTRUNS), manifest)
 
 
 def create_run(api: client.ApiClient, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """Creates an AgentRun; None when one of that name exists (a deterministic name raced)."""
     try:
-        return _json(api, "POST", _crd(manifest["metadata"]["namespace"], AGENTRUNS), manifest)
+        return post_run(api, manifest)
     except ApiException as exc:
         if exc.status == 409:
             return None
@@ -239,6 +274,11 @@ def get_agent(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | Non
 
 def get_tool(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
     return _get(api, _crd(ns, AGENTTOOLS, name))
+
+
+def create_access_review(api: client.ApiClient, review: dict[str, Any]) -> dict[str, Any]:
+    """POSTs a SubjectAccessReview; returns it with the apiserver's status (allowed, reason)."""
+    return _json(api, "POST", SAR_PATH, review)
 
 
 class CredentialError(Exception):

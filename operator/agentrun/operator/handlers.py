@@ -16,9 +16,11 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 
 from agentrun.api import GROUP, LABEL_RUN, VERSION
 from agentrun.engine.policy import Policy
+from agentrun.kube import client as kube
 from agentrun.llm.model import ModelClient
 from agentrun.operator import admission, jobs, metrics, restart
 from agentrun.operator.runner import Runner, Settings
@@ -29,7 +31,6 @@ POD_FINISHED = "status.phase!=Pending,status.phase!=Running"
 RESTART_SECONDS = 3
 STOP_GRACE_SECONDS = 15  # kopf's own stop takes ~5 s: its handlers' grace and queue draining
 log = logging.getLogger("agentrun.operator")
-SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
 admission_log = logging.getLogger("agentrun.operator.admission")
 _approver_role = admission.DEFAULT_APPROVER_ROLE  # named in refusals; set from the flags
@@ -181,16 +182,13 @@ async def tool_changed(
 
 
 def _create_review(api: k8s.ApiClient, body: dict[str, Any]) -> dict[str, Any]:
-    headers = {"Accept": "application/json", "Content-Type": "application/json"}
-    request = api.param_serialize(
-        "POST", SAR_PATH, header_params=headers, body=body, auth_settings=["BearerToken"]
-    )
-    resp: Any = api.call_api(*request)
-    data = resp.read()
-    if not 200 <= resp.status <= 299:
-        raise RuntimeError(f"SubjectAccessReview failed: HTTP {resp.status}: {data[:300]!r}")
-    value: dict[str, Any] = json.loads(data)
-    return value
+    try:
+        return kube.create_access_review(api, body)
+    except ApiException as exc:
+        data = (exc.body or "").encode()
+        raise RuntimeError(
+            f"SubjectAccessReview failed: HTTP {exc.status}: {data[:300]!r}"
+        ) from None
 
 
 async def validate_run(
