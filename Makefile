@@ -11,9 +11,14 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 # ---- quality and tests (`make test` is what CI runs) ----
+# ruff; the layers (import-linter, [tool.importlinter]); every imported package declared
+# (deptry: the package against the runtime dependencies, tests and benchmarks against all).
 lint: venv
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests benchmarks
+	$(VENV)/bin/ruff format --check operator tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry operator
+	$(VENV)/bin/deptry tests benchmarks --ignore DEP002,DEP004
 
 typecheck: venv
 	$(VENV)/bin/mypy
