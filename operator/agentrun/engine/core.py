@@ -46,6 +46,7 @@ from agentrun.engine.config import Config as Config
 from agentrun.engine.config import ConfigError as ConfigError
 from agentrun.engine.config import prefetch_refused
 from agentrun.engine.templating import MissingValue, fill
+from agentrun.text import clip as clip_text
 
 FORGED = "ForgedJob"  # JobObservation.reason: the Job or pod is not the one the operator made
 MAX_THREAD_EVENTS = 200
@@ -217,9 +218,7 @@ def effective_limits(run: AgentRun, agent: AgentSpec | None) -> EffectiveLimits:
 
 
 def clip(text: str, limit: int = MAX_EVENT_CONTENT) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit - 60] + f"\n[... truncated {len(text) - limit + 60} characters]"
+    return clip_text(text, limit, "\n[... truncated {dropped} characters]", room=60)
 
 
 def approve_command(run: AgentRun, digest: str) -> str:

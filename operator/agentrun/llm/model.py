@@ -34,6 +34,7 @@ from agentrun.api import AgentRun, ModelSpec, Usage
 from agentrun.engine.core import Config, InvalidAction, ModelReply, ModelUnavailable
 from agentrun.engine.policy import ENV_MODEL_URLS, Policy
 from agentrun.llm import context, toolcall
+from agentrun.text import clip
 from agentrun.tool.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -265,8 +266,8 @@ def describe_error(error: openai.OpenAIError, spec: ModelSpec, api_key: str | No
             phrase = ""
         head = f"HTTP {code}{phrase} from {host} ({retries})"
         detail = _redact(_error_message(error.body), api_key)
-        return f"{head}: {_clip(detail, MAX_REASON_CHARS)}" if detail else head
-    return f"{type(error).__name__}: {_clip(_redact(str(error), api_key), MAX_REASON_CHARS)}"
+        return f"{head}: {clip(detail, MAX_REASON_CHARS)}" if detail else head
+    return f"{type(error).__name__}: {clip(_redact(str(error), api_key), MAX_REASON_CHARS)}"
 
 
 def _error_message(body: object) -> str:
@@ -277,10 +278,6 @@ def _error_message(body: object) -> str:
     error = body.get("error", body)
     message = error.get("message") if isinstance(error, dict) else None
     return " ".join(message.split()) if isinstance(message, str) else ""
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _redact(text: str, api_key: str | None) -> str:

@@ -7,7 +7,6 @@ action (ToolCall or Done), or an InvalidAction whose message tells the model wha
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from agentrun.api import AgentToolSpec, Effect, Urgency
 from agentrun.api.naming import canonical_json
 from agentrun.engine.core import Done, InvalidAction, RequestInput, ToolCall
+from agentrun.text import clip
 
 DONE_TOOL = "done"
 DONE_PARAMETERS: dict[str, Any] = {
@@ -271,13 +271,13 @@ def parse_reply(
         calls.append((message.function_call.name, message.function_call.arguments))
     if not calls:
         text = (message.content or message.refusal or "").strip()
-        said = f' (you wrote: "{_clip(text, 300)}")' if text else ""
+        said = f' (you wrote: "{clip(text, 300, "...", collapse_space=True)}")' if text else ""
         return InvalidAction(
             f"Your reply had no tool call{said}. Call exactly one tool per turn; "
             f"call `{DONE_TOOL}` with your final answer when you are finished."
         )
     if len(calls) > 1:
-        names = ", ".join(_clip(n, 64) for n, _ in calls)
+        names = ", ".join(clip(n, 64, "...", collapse_space=True) for n, _ in calls)
         return InvalidAction(
             f"Exactly one action per step, got {len(calls)} ({names}). Call one tool at a time."
         )
@@ -290,7 +290,8 @@ def parse_reply(
         schema = tools[name].parameters
     else:
         allowed = ", ".join([*sorted(t for t in tools if t not in BUILTIN_TOOLS), *BUILTIN_TOOLS])
-        return InvalidAction(f"Unknown tool {_clip(name, 64)!r}; allowed tools: {allowed}.")
+        shown = clip(name, 64, "...", collapse_space=True)
+        return InvalidAction(f"Unknown tool {shown!r}; allowed tools: {allowed}.")
     args = _arguments(name, raw)
     if isinstance(args, InvalidAction):
         return args
@@ -351,8 +352,3 @@ def _expected(schema: dict[str, Any]) -> str:
         for k, v in props.items()
     )
     return f"Expected: {desc}."
-
-
-def _clip(text: str, limit: int) -> str:
-    text = re.sub(r"\s+", " ", text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

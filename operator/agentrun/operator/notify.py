@@ -37,6 +37,7 @@ from agentrun.api import (
 from agentrun.engine import actionview
 from agentrun.engine.policy import ENV_NOTIFY_URLS, Policy
 from agentrun.kube import client as kube
+from agentrun.text import clip
 
 log = logging.getLogger("agentrun.operator.notify")
 
@@ -80,10 +81,6 @@ def should_notify(
     return event if event is not None and event in spec.on else None
 
 
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _commands(run: AgentRun) -> dict[str, str]:
     name, ns = run.metadata.get("name", ""), run.metadata.get("namespace", "")
     target = f"agentrun {name} -n {ns}"
@@ -103,7 +100,7 @@ def _commands(run: AgentRun) -> dict[str, str]:
 def _failure(run: AgentRun) -> dict[str, str] | None:
     for cond in run.status.conditions:
         if cond.type == "Succeeded" and cond.status == "False":
-            return {"reason": cond.reason, "message": _clip(cond.message)}
+            return {"reason": cond.reason, "message": clip(cond.message, MAX_TEXT)}
     return None
 
 
@@ -112,7 +109,7 @@ def _alert_labels(run: AgentRun) -> dict[str, str]:
     labels = alert.get("labels") if isinstance(alert, dict) else None
     if not isinstance(labels, dict):
         return {}
-    return {str(k): _clip(str(v), 200) for k, v in list(labels.items())[:20]}
+    return {str(k): clip(str(v), 200) for k, v in list(labels.items())[:20]}
 
 
 def summary(run: AgentRun, event: NotifyEvent) -> str:
@@ -120,17 +117,17 @@ def summary(run: AgentRun, event: NotifyEvent) -> str:
     ref = f"AgentRun {run.metadata.get('namespace')}/{run.metadata.get('name')}"
     if event is NotifyEvent.AWAITING_APPROVAL and run.status.pendingAction is not None:
         p = run.status.pendingAction
-        args = _clip(json.dumps(p.arguments, sort_keys=True), 300)
+        args = clip(json.dumps(p.arguments, sort_keys=True), 300)
         runs = ""
         if p.snapshot is not None:
             s = p.snapshot
             runs = f" (image {s.image}, ServiceAccount {s.serviceAccountName})"
         return f"{ref} asks to run {p.tool} {args}{runs}; approve with: {p.approveCommand}"
     if event is NotifyEvent.AWAITING_INPUT and run.status.pendingInput is not None:
-        return f"{ref} asks: {_clip(run.status.pendingInput.question, 500)}"
+        return f"{ref} asks: {clip(run.status.pendingInput.question, 500)}"
     if event is NotifyEvent.SUCCEEDED:
         answer = run.status.result.answer if run.status.result else ""
-        return f"{ref} succeeded: {_clip(answer, 500)}" if answer else f"{ref} succeeded"
+        return f"{ref} succeeded: {clip(answer, 500)}" if answer else f"{ref} succeeded"
     if event is NotifyEvent.FAILED:
         failure = _failure(run)
         return (
@@ -158,7 +155,7 @@ def generic_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict
             "startTime": status.startTime,
             "completionTime": status.completionTime,
         },
-        "task": _clip(run.spec.input.task),
+        "task": clip(run.spec.input.task, MAX_TEXT),
         "usage": status.usage.model_dump(mode="json"),
         "commands": _commands(run),
     }
@@ -183,12 +180,12 @@ def generic_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict
     if status.pendingInput is not None:
         q = status.pendingInput
         body["pendingInput"] = {
-            "question": _clip(q.question),
+            "question": clip(q.question, MAX_TEXT),
             "urgency": q.urgency.value,
             "answerCommand": q.answerCommand,
         }
     if status.result is not None and event is NotifyEvent.SUCCEEDED:
-        body["result"] = {"answer": _clip(status.result.answer, 8000)}
+        body["result"] = {"answer": clip(status.result.answer, 8000)}
     failure = _failure(run)
     if failure is not None and event is NotifyEvent.FAILED:
         body["error"] = failure
@@ -200,7 +197,7 @@ def _mrkdwn(text: str) -> str:
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SLACK_SECTION_MAX)}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SLACK_SECTION_MAX)}}
 
 
 def _what_runs(p: PendingAction) -> str:
@@ -211,7 +208,7 @@ def _what_runs(p: PendingAction) -> str:
     # A backtick in a value would end the code span and let the rest read as markup.
     lines = []
     for label, text in shown:
-        code = _mrkdwn(_clip(text.replace("`", "'"), 400))
+        code = _mrkdwn(clip(text.replace("`", "'"), 400))
         lines.append(f"*{label}:* `{code}`")
     return "\n".join(lines)
 
@@ -222,16 +219,16 @@ def slack_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict[s
     status = run.status
     title = f"{_EMOJI[event]} AgentRun {ns}/{name} {_TITLES[event]}"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _clip(title, 150)}},
-        _section(f"*Task:* {_mrkdwn(_clip(run.spec.input.task, 1000))}"),
+        {"type": "header", "text": {"type": "plain_text", "text": clip(title, 150)}},
+        _section(f"*Task:* {_mrkdwn(clip(run.spec.input.task, 1000))}"),
     ]
     labels = _alert_labels(run)
     if labels:
         shown = ", ".join(f"{k}={v}" for k, v in labels.items())
-        blocks.append(_section(f"*Alert:* `{_mrkdwn(_clip(shown, 1000))}`"))
+        blocks.append(_section(f"*Alert:* `{_mrkdwn(clip(shown, 1000))}`"))
     if event is NotifyEvent.AWAITING_APPROVAL and status.pendingAction is not None:
         p = status.pendingAction
-        args = _mrkdwn(_clip(json.dumps(p.arguments, indent=1, sort_keys=True), 1500))
+        args = _mrkdwn(clip(json.dumps(p.arguments, indent=1, sort_keys=True), 1500))
         blocks.append(_section(f"*Proposed action:* `{p.tool}`\n```{args}```"))
         blocks.append(_section(_what_runs(p)))
         blocks.append(_section(f"*Approve:*\n```{_mrkdwn(p.approveCommand)}```"))
@@ -239,11 +236,11 @@ def slack_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict[s
         blocks.append(_section(f"*Reject:*\n```{_mrkdwn(reject)}```"))
     elif event is NotifyEvent.AWAITING_INPUT and status.pendingInput is not None:
         q = status.pendingInput
-        blocks.append(_section(f"*Question:* {_mrkdwn(_clip(q.question, 1500))}"))
+        blocks.append(_section(f"*Question:* {_mrkdwn(clip(q.question, 1500))}"))
         blocks.append(_section(f"*Answer:*\n```{_mrkdwn(q.answerCommand)}```"))
     elif event is NotifyEvent.SUCCEEDED:
         answer = status.result.answer if status.result else ""
-        blocks.append(_section(f"*Result:*\n{_mrkdwn(_clip(answer or '(no answer)', 2500))}"))
+        blocks.append(_section(f"*Result:*\n{_mrkdwn(clip(answer or '(no answer)', 2500))}"))
     elif event is NotifyEvent.FAILED:
         failure = _failure(run) or {"reason": "Failed", "message": ""}
         text = f"*{failure['reason']}*: {failure['message']}"
@@ -263,7 +260,7 @@ def slack_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict[s
             ],
         }
     )
-    return {"text": _clip(summary(run, event), 3000), "blocks": blocks}
+    return {"text": clip(summary(run, event), 3000), "blocks": blocks}
 
 
 def build_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict[str, Any]:

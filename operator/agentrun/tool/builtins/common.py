@@ -12,6 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from agentrun.kube import raw as rawapi
+from agentrun.text import clip as clip_text
 from agentrun.tool.redaction import MASK as MASK
 from agentrun.tool.redaction import redact as redact
 from agentrun.tool.redaction import redact_value as redact_value
@@ -182,10 +183,8 @@ def preconditions() -> dict[str, Any]:
 
 
 def clip(text: str, limit: int) -> str:
-    """Cuts a string at limit chars and says so."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"...[{len(text) - limit} more chars]"
+    """Cuts a string at limit chars and says how many more there were."""
+    return clip_text(text, limit, "...[{dropped} more chars]", room=0)
 
 
 def env_summary(env: list[dict[str, Any]] | None) -> list[str]:
