@@ -39,6 +39,7 @@ from agentrun.engine.core import (
     RequestInput,
     bound_thread,
     decide,
+    fail_invalid_spec,
 )
 from agentrun.engine.templating import MissingValue, fill
 
@@ -189,3 +190,19 @@ def test_templating_fills_whole_values_and_interpolates() -> None:
         assert missing.args[0] == "input.nope"
     else:
         raise AssertionError("a missing value must be reported")
+
+
+def test_an_invalid_spec_ends_a_run_waiting_for_input_like_any_other_ending() -> None:
+    cfg = config([])
+    status, _ = decide(run(), Observations(now=NOW, config=cfg))
+    reply = ModelReply(action=RequestInput(question="May I restart web now?"))
+    status, _ = decide(run(status), Observations(now=NOW, config=cfg, model=reply))
+    assert status.phase is Phase.AWAITING_INPUT
+
+    failed, actions = fail_invalid_spec(status.model_dump(mode="json"), "bad", NOW, 2)
+    assert failed.phase is Phase.FAILED
+    assert failed.pendingInput is None
+    pending = cond.get(failed.conditions, cond.INPUT_PENDING)
+    assert pending is not None
+    assert (pending.status, pending.reason) == (ConditionStatus.FALSE, "InvalidSpec")
+    assert actions == [RecordEvent(type="Warning", reason="InvalidSpec", message="bad")]

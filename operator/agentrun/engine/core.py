@@ -315,22 +315,9 @@ class _Step:
         self.status.approvals = [*self.status.approvals, record][-MAX_APPROVAL_RECORDS:]
 
     def finish(self, ok: bool, reason: str, message: str) -> None:
-        """Sets the terminal conditions; deletes a Job still running for this run."""
-        self.set(cond.RUNNING, ConditionStatus.FALSE, reason, message)
-        self.set(cond.APPROVAL_PENDING, ConditionStatus.FALSE, reason, "")
-        if self.status.pendingInput is not None:
-            self.set(cond.INPUT_PENDING, ConditionStatus.FALSE, reason, "")
-        self.status.pendingInput = None
-        self.set(
-            cond.SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message
+        self.actions += _finish(
+            self.status, ok, reason, message, self.now, self.generation, self.obs.job
         )
-        self.status.completionTime = self.now
-        stop = _job_to_stop(self.status.currentAction, self.obs.job)
-        if stop is not None:
-            self.actions.append(DeleteJob(name=stop))
-        self.status.currentAction = None
-        self.status.pendingAction = None
-        self.event("Normal" if ok else "Warning", reason, message)
 
     def error(self, content: str, limits: EffectiveLimits, **extra: Any) -> bool:
         """Records an error the model will see; returns True when the run failed of it."""
@@ -743,6 +730,40 @@ def _take_job_result(
         _next_model_call(st, limits)
 
 
+def _finish(
+    status: AgentRunStatus,
+    ok: bool,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+    job: JobObservation | None,
+) -> list[Action]:
+    """Every ending of a run: the terminal conditions, nothing left pending, a Job still
+    running for the run deleted, and the Event saying why."""
+
+    def set_(type_: str, value: ConditionStatus, text: str) -> None:
+        status.conditions = cond.set_condition(
+            status.conditions, type_, value, reason, text, now, generation
+        )
+
+    set_(cond.RUNNING, ConditionStatus.FALSE, message)
+    set_(cond.APPROVAL_PENDING, ConditionStatus.FALSE, "")
+    if status.pendingInput is not None:
+        set_(cond.INPUT_PENDING, ConditionStatus.FALSE, "")
+    status.pendingInput = None
+    set_(cond.SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, message)
+    status.completionTime = now
+    actions: list[Action] = []
+    stop = _job_to_stop(status.currentAction, job)
+    if stop is not None:
+        actions.append(DeleteJob(name=stop))
+    status.currentAction = None
+    status.pendingAction = None
+    actions.append(RecordEvent(type="Normal" if ok else "Warning", reason=reason, message=message))
+    return actions
+
+
 def fail_invalid_spec(
     status: dict[str, Any], message: str, now: datetime, generation: int | None
 ) -> tuple[AgentRunStatus, list[Action]]:
@@ -753,26 +774,8 @@ def fail_invalid_spec(
         current = AgentRunStatus()
     if current.phase in TERMINAL_PHASES:
         return current, []
-    ts = iso(now)
-    conds = current.conditions
-    for type_, value in (
-        (cond.RUNNING, ConditionStatus.FALSE),
-        (cond.SUCCEEDED, ConditionStatus.FALSE),
-    ):
-        conds = cond.set_condition(conds, type_, value, "InvalidSpec", message, ts, generation)
-    actions: list[Action] = [RecordEvent(type="Warning", reason="InvalidSpec", message=message)]
-    stop = _job_to_stop(current.currentAction, None)
-    if stop is not None:
-        actions.append(DeleteJob(name=stop))
-    if current.currentAction is not None or current.pendingAction is not None:
-        conds = cond.set_condition(
-            conds, cond.APPROVAL_PENDING, ConditionStatus.FALSE, "InvalidSpec", "", ts, generation
-        )
-    current.currentAction = None
-    current.pendingAction = None
-    current.conditions = conds
-    current.completionTime = ts
-    current.phase = cond.derive_phase(conds)
+    actions = _finish(current, False, "InvalidSpec", message, iso(now), generation, None)
+    current.phase = cond.derive_phase(current.conditions)
     current.observedGeneration = generation
     return current, actions
 
