@@ -32,8 +32,10 @@ from agentrun.api import (
     Decision,
     Effect,
     EventType,
+    NotifyEvent,
     PendingAction,
     PendingInput,
+    Phase,
     RunResult,
     ThreadEvent,
     ToolSnapshot,
@@ -173,7 +175,15 @@ class RequeueAfter:
     seconds: float
 
 
-Action = CallModel | CreateJob | DeleteJob | RemoveAnnotations | RecordEvent | RequeueAfter
+@dataclass(frozen=True)
+class Notify:
+    """The run entered a phase its Agent's webhook listens for. Sent once the status saying
+    so is written, in the background and best effort: never retried into the run."""
+
+    event: NotifyEvent
+
+
+Action = CallModel | CreateJob | DeleteJob | RemoveAnnotations | RecordEvent | RequeueAfter | Notify
 
 DECISION_ANNOTATIONS = (ANNOTATION_APPROVE, ANNOTATION_REJECT)
 
@@ -342,7 +352,27 @@ def decide(run: AgentRun, obs: Observations) -> tuple[AgentRunStatus, list[Actio
     _transition(st)
     st.status.phase = cond.derive_phase(st.status.conditions)
     st.status.observedGeneration = st.generation
+    if isinstance(obs.config, Config):
+        event = notify_event(obs.config.agent, run.status.phase, st.status.phase)
+        if event is not None:
+            st.actions.append(Notify(event=event))
     return st.status, st.actions
+
+
+def notify_event(
+    agent: AgentSpec, before: Phase | str | None, after: Phase | str
+) -> NotifyEvent | None:
+    """The notification for a change of phase, when the Agent has a webhook listening for it."""
+    spec = agent.notify
+    if spec is None or (spec.webhookURL is None and spec.webhookSecretRef is None):
+        return None
+    if before is not None and str(before) == str(after):
+        return None
+    try:
+        event = NotifyEvent(str(after))
+    except ValueError:
+        return None
+    return event if event in spec.on else None
 
 
 def _transition(st: _Step) -> None:

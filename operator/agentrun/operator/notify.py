@@ -1,7 +1,7 @@
 """Results back out: a webhook when a run needs a human or ends (Agent.spec.notify).
 
 Payload building is pure (``build_payload``); ``send`` POSTs with bounded retries;
-``on_phase_change`` is the one hook the runner calls after it persisted a new status. A
+``start`` carries out the core's Notify action once the runner persisted the status. A
 notification is best effort and at most once: a failure is logged and never touches the
 run, and an operator killed between the status write and the POST does not resend.
 
@@ -35,6 +35,7 @@ from agentrun.api import (
     Phase,
 )
 from agentrun.engine import actionview
+from agentrun.engine.core import notify_event
 from agentrun.engine.policy import ENV_NOTIFY_URLS, Policy
 from agentrun.kube import client as kube
 from agentrun.text import clip
@@ -71,14 +72,8 @@ def event_for(phase: Phase | str) -> NotifyEvent | None:
 def should_notify(
     agent: AgentSpec, before: Phase | str | None, after: Phase | str
 ) -> NotifyEvent | None:
-    """The event to send for a phase change, when the Agent asks for it."""
-    spec = agent.notify
-    if spec is None or (spec.webhookURL is None and spec.webhookSecretRef is None):
-        return None
-    if before is not None and str(before) == str(after):
-        return None
-    event = event_for(after)
-    return event if event is not None and event in spec.on else None
+    """The event to send for a phase change, when the Agent asks for it (the core's rule)."""
+    return notify_event(agent, before, after)
 
 
 def _commands(run: AgentRun) -> dict[str, str]:
@@ -403,6 +398,19 @@ def on_phase_change(
     event = should_notify(agent, before, run.status.phase)
     if event is None:
         return None
+    return start(api, run, agent, event, tasks)
+
+
+def start(
+    api: k8s.ApiClient,
+    run: AgentRun,
+    agent: AgentSpec,
+    event: NotifyEvent,
+    tasks: set[asyncio.Task[Any]] | None = None,
+) -> asyncio.Task[bool]:
+    """Sends the core's Notify action in the background, about the run as it is now (its
+    status already written): the run never waits on a webhook. Keep the task in `tasks` (it
+    removes itself when done) so it is not garbage collected."""
     snapshot = run.model_copy(deep=True)
     task = asyncio.get_running_loop().create_task(deliver(api, snapshot, agent, event))
     if tasks is not None:

@@ -45,6 +45,7 @@ from agentrun.engine.core import (
     JobPhase,
     ModelReply,
     ModelUnavailable,
+    Notify,
     Observations,
     RecordEvent,
     RemoveAnnotations,
@@ -414,10 +415,6 @@ class Runner:
                 await self._outputs_stored(state)
                 for was, was_before in [*unwritten, (decided, before)]:
                     self._account(was, was_before, was.status)
-                    if was.status.phase != was_before.phase and isinstance(config, Config):
-                        notify.on_phase_change(
-                            self.api, was, config.agent, was_before.phase, self._tasks
-                        )
                 run = decided
                 actions = deferred + actions
                 unwritten.clear()
@@ -763,6 +760,8 @@ class Runner:
                 log.info("Deleted Job %s/%s", namespace, action.name)
             elif isinstance(action, RequeueAfter):
                 self._wake_later(namespace, name, action.seconds)
+            elif isinstance(action, Notify) and run is not None and isinstance(config, Config):
+                notify.start(self.api, run, config.agent, action.event, self._tasks)
             elif isinstance(action, CreateJob) and run is not None and isinstance(config, Config):
                 produced["job"] = await self._create_job(run, config, action)
                 self._job_exists(state, namespace, name, action.name)
