@@ -130,3 +130,17 @@ def test_a_pod_listed_finished_at_start_up_is_read_when_the_step_asks() -> None:
         return pods.reads
 
     assert asyncio.run(scenario()) == ["j-1"]
+
+
+def test_news_of_a_job_steps_the_run_only_for_its_current_action() -> None:
+    # The same rule as the core's own filter (concerns): skipping saves a step, not a decision.
+    r = runner()
+    state = r._state("ns/r")
+    assert r._stale(state, "r-1") is False  # the run is not known: read it
+    r.observe_run({**run("3"), "status": {"phase": "Running", "currentAction": {"jobRef": "r-1"}}})
+    assert r._stale(state, "r-1") is False
+    assert r._stale(state, "r-0") is True
+    r.observe_run(run("4"))  # no current action
+    assert r._stale(state, "r-1") is True
+    state.done = True
+    assert r._stale(state, "r-1") is True

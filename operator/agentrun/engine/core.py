@@ -126,6 +126,15 @@ class JobObservation:
 
 @dataclass(frozen=True)
 class Observations:
+    """What the adapter saw for one decide().
+
+    `job`: the current action's Job (news of any other Job is dropped, see `concerns`). Its
+    `existed` is the adapter's one memory across triggers: the Job names this process saw
+    exist for the run. It tells a deleted Job (an error, never run again) from one not yet
+    created (created now) for a read action, whose creation is not written to status; after
+    a restart the memory is empty and a missing read Job is created again, which is safe.
+    """
+
     now: datetime
     config: Config | ConfigError | None = None
     model: ModelReply | ModelUnavailable | None = None
@@ -235,6 +244,11 @@ def approve_command(run: AgentRun, digest: str) -> str:
     name = run.metadata.get("name", "")
     namespace = run.metadata.get("namespace", "default")
     return f"kubectl annotate agentrun {name} -n {namespace} {ANNOTATION_APPROVE}={digest}"
+
+
+def concerns(job_ref: str | None, job: str) -> bool:
+    """Whether news of this Job is about the run's current action (job_ref: its Job)."""
+    return job_ref is not None and job_ref == job
 
 
 def _job_to_stop(current: CurrentAction | None, job: JobObservation | None) -> str | None:
@@ -378,7 +392,7 @@ def notify_event(
 def _transition(st: _Step) -> None:
     status, obs = st.status, st.obs
     current = status.currentAction
-    if obs.job is not None and (current is None or obs.job.name != current.jobRef):
+    if obs.job is not None and not concerns(current.jobRef if current else None, obs.job.name):
         # A Job of another step says nothing about this one.
         obs = st.obs = replace(obs, job=None)
     if status.phase in TERMINAL_PHASES:

@@ -51,6 +51,7 @@ from agentrun.engine.core import (
     RemoveAnnotations,
     RequeueAfter,
     ToolCall,
+    concerns,
     decide,
     fail_invalid_spec,
     job_action,
@@ -301,12 +302,13 @@ class Runner:
 
     @staticmethod
     def _stale(state: _RunState, job: str) -> bool:
+        """Skips a step the core would drop the news of (its own filter, `concerns`)."""
         if state.done:
             return True
         if state.body is None:
             return False  # not known: read it
         current = (state.body.get("status") or {}).get("currentAction") or {}
-        return bool(current.get("jobRef") != job)
+        return not concerns(current.get("jobRef"), job)
 
     def _failed_step(self, namespace: str, name: str, err: Exception) -> None:
         log.error(
