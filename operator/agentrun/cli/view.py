@@ -351,16 +351,14 @@ def render_pending_input(run: Run, now: datetime, style: Style = PLAIN) -> list[
     ]
 
 
-def render_run(run: Run, now: datetime, style: Style = PLAIN, full: bool = False) -> str:
-    """`show NAME`: the run's header, its timeline, what it waits for, and its result."""
+def _render_header(run: Run, now: datetime, style: Style) -> list[str]:
+    """The run's identity, input, progress and times, one line each."""
     meta, spec, status = _meta(run), _spec(run), _status(run)
-    phase = phase_of(run)
-    start = status.get("startTime")
     usage = status.get("usage") or {}
     prompt = status.get("promptRef") or {}
     out = [
         f"{style.bold('AgentRun')} {meta.get('namespace', '')}/{meta.get('name', '')}   "
-        f"{style.phase(phase)}",
+        f"{style.phase(phase_of(run))}",
         f"  Agent:       {spec.get('agentRef', '')}",
     ]
     task = str((spec.get("input") or {}).get("task", ""))
@@ -380,30 +378,46 @@ def render_run(run: Run, now: datetime, style: Style = PLAIN, full: bool = False
     )
     created = meta.get("creationTimestamp")
     out.append(f"  Created:     {created or '?'} ({since(created, now)} ago)")
+    out += _render_times(status, now)
+    out.append(f"  Conditions:  {_conditions_summary(status)}")
+    failure = _failure_message(status)
+    if failure:
+        out.append(f"  Reason:      {style.paint(failure, 'red')}")
+    return out
+
+
+def _render_times(status: dict[str, Any], now: datetime) -> list[str]:
+    """Started, Completed and Duration lines, those that apply."""
+    out = []
+    start = status.get("startTime")
+    end = status.get("completionTime")
     if start:
         out.append(f"  Started:     {start}")
-    end = status.get("completionTime")
     if end:
         out.append(f"  Completed:   {end}")
     if start:
         duration = span(start, end or now.strftime("%Y-%m-%dT%H:%M:%SZ"))
         out.append(f"  Duration:    {duration}{'' if end else ' (still going)'}")
-    out.append(f"  Conditions:  {_conditions_summary(status)}")
-    failure = _failure_message(status)
-    if failure:
-        out.append(f"  Reason:      {style.paint(failure, 'red')}")
+    return out
 
+
+def _render_timeline(status: dict[str, Any], style: Style, full: bool) -> list[str]:
     thread = [e for e in status.get("thread") or [] if isinstance(e, dict)]
-    out += ["", style.bold("Timeline")]
+    out = ["", style.bold("Timeline")]
     dropped = int(status.get("threadDropped") or 0)
     if dropped:
         out.append(style.dim(f"  [{dropped} earlier events dropped for size]"))
     if not thread:
         out.append("  <no events yet>")
     for event in thread:
-        out += render_event(event, start, style, full)
+        out += render_event(event, status.get("startTime"), style, full)
+    return out
 
-    current = status.get("currentAction")
+
+def _render_waiting(run: Run, now: datetime, style: Style) -> list[str]:
+    """What the run waits for: a running tool Job, an approval, or an answer."""
+    out: list[str] = []
+    current = _status(run).get("currentAction")
     if isinstance(current, dict) and current.get("state") != "AwaitingApproval":
         out += [
             "",
@@ -417,25 +431,48 @@ def render_run(run: Run, now: datetime, style: Style = PLAIN, full: bool = False
     asked = render_pending_input(run, now, style)
     if asked:
         out += ["", *asked]
+    return out
 
+
+def _render_approvals(status: dict[str, Any], style: Style) -> list[str]:
     approvals = [a for a in status.get("approvals") or [] if isinstance(a, dict)]
-    if approvals:
-        out += ["", style.bold("Approvals")]
-        for record in approvals:
-            decision = str(record.get("decision", ""))
-            colour = {"Approved": "green", "Rejected": "red", "Refused": "red"}.get(decision, "")
-            by = f" by {record['approver']}" if record.get("approver") else ""
-            reason = f": {record['reason']}" if record.get("reason") else ""
-            out.append(
-                f"  step {record.get('step', '?'):<3} {style.paint(f'{decision:<9}', colour)} "
-                f"{record.get('tool', '')} {short(record.get('actionHash'))}{by} "
-                f"at {record.get('time', '?')}{reason}"
-            )
+    if not approvals:
+        return []
+    out = ["", style.bold("Approvals")]
+    for record in approvals:
+        decision = str(record.get("decision", ""))
+        colour = {"Approved": "green", "Rejected": "red", "Refused": "red"}.get(decision, "")
+        by = f" by {record['approver']}" if record.get("approver") else ""
+        reason = f": {record['reason']}" if record.get("reason") else ""
+        out.append(
+            f"  step {record.get('step', '?'):<3} {style.paint(f'{decision:<9}', colour)} "
+            f"{record.get('tool', '')} {short(record.get('actionHash'))}{by} "
+            f"at {record.get('time', '?')}{reason}"
+        )
+    return out
 
+
+def _render_result(status: dict[str, Any], style: Style) -> list[str]:
     result = status.get("result")
-    if isinstance(result, dict) and result.get("answer"):
-        out += ["", style.bold("Result")]
-        out += ["  " + line if line else "" for line in _indent_content(result["answer"], True)]
+    if not (isinstance(result, dict) and result.get("answer")):
+        return []
+    return [
+        "",
+        style.bold("Result"),
+        *["  " + line if line else "" for line in _indent_content(result["answer"], True)],
+    ]
+
+
+def render_run(run: Run, now: datetime, style: Style = PLAIN, full: bool = False) -> str:
+    """`show NAME`: the run's header, its timeline, what it waits for, and its result."""
+    status = _status(run)
+    out = [
+        *_render_header(run, now, style),
+        *_render_timeline(status, style, full),
+        *_render_waiting(run, now, style),
+        *_render_approvals(status, style),
+        *_render_result(status, style),
+    ]
     return "\n".join(out) + "\n"
 
 

@@ -126,18 +126,36 @@ def _env_source(e: dict[str, Any]) -> Any:
     return e.get("valueFrom") if e.get("valueFrom") is not None else e.get("value", "")
 
 
-def template_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """What changed from old to new pod template, safe to show: no env values."""
+def _by_name(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        str(c.get("name")): c
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    }
+
+
+def _env_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[str]]:
+    """Which env vars of one container changed, by name only: values never leave."""
+    a_env = {str(e.get("name")): _env_source(e) for e in a.get("env") or []}
+    b_env = {str(e.get("name")): _env_source(e) for e in b.get("env") or []}
+    change: dict[str, list[str]] = {
+        "added": sorted(set(b_env) - set(a_env)),
+        "removed": sorted(set(a_env) - set(b_env)),
+        "changed": sorted(k for k in set(a_env) & set(b_env) if a_env[k] != b_env[k]),
+    }
+    if a.get("envFrom") != b.get("envFrom"):
+        change["envFromNow"] = [
+            f"{'Secret' if 'secretRef' in e else 'ConfigMap'} "
+            f"{(e.get('secretRef') or e.get('configMapRef') or {}).get('name')}"
+            for e in b.get("envFrom") or []
+        ] or ["(none)"]
+    return {k: v for k, v in change.items() if v}
+
+
+def _containers_diff(
+    old_c: dict[str, dict[str, Any]], new_c: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Containers added or removed, and image, env, resources and command of the rest."""
     out: dict[str, Any] = {}
-    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
-
-    def by_name(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {
-            str(c.get("name")): c
-            for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
-        }
-
-    old_c, new_c = by_name(old_spec), by_name(new_spec)
     added = sorted(set(new_c) - set(old_c))
     removed = sorted(set(old_c) - set(new_c))
     if added:
@@ -152,20 +170,7 @@ def template_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         a, b = old_c[name], new_c[name]
         if a.get("image") != b.get("image"):
             img[name] = {"from": a.get("image"), "to": b.get("image")}
-        a_env = {str(e.get("name")): _env_source(e) for e in a.get("env") or []}
-        b_env = {str(e.get("name")): _env_source(e) for e in b.get("env") or []}
-        env_change: dict[str, list[str]] = {
-            "added": sorted(set(b_env) - set(a_env)),
-            "removed": sorted(set(a_env) - set(b_env)),
-            "changed": sorted(k for k in set(a_env) & set(b_env) if a_env[k] != b_env[k]),
-        }
-        if a.get("envFrom") != b.get("envFrom"):
-            env_change["envFromNow"] = [
-                f"{'Secret' if 'secretRef' in e else 'ConfigMap'} "
-                f"{(e.get('secretRef') or e.get('configMapRef') or {}).get('name')}"
-                for e in b.get("envFrom") or []
-            ] or ["(none)"]
-        env_change = {k: v for k, v in env_change.items() if v}
+        env_change = _env_diff(a, b)
         if env_change:
             env[name] = env_change
         if (a.get("resources") or {}) != (b.get("resources") or {}):
@@ -176,7 +181,12 @@ def template_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     for key, value in (("images", img), ("env", env), ("resources", res), ("commandArgs", cmd)):
         if value:
             out[key] = value
+    return out
 
+
+def _metadata_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A restart, and which pod annotations and labels changed (hash labels aside)."""
+    out: dict[str, Any] = {}
     old_ann = (old.get("metadata") or {}).get("annotations") or {}
     new_ann = (new.get("metadata") or {}).get("annotations") or {}
     if old_ann.get(RESTARTED_AT) != new_ann.get(RESTARTED_AT) and new_ann.get(RESTARTED_AT):
@@ -202,19 +212,37 @@ def template_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         out["podLabelsChanged"] = sorted(
             k for k in set(old_labels) | set(new_labels) if old_labels.get(k) != new_labels.get(k)
         )
-    # Anything else in the pod spec (volumes, serviceAccountName, nodeSelector, ...).
+    return out
+
+
+def _other_fields(
+    old_spec: dict[str, Any],
+    new_spec: dict[str, Any],
+    old_c: dict[str, dict[str, Any]],
+    new_c: dict[str, dict[str, Any]],
+) -> list[str]:
+    """Anything else in the pod spec (volumes, serviceAccountName, nodeSelector, ...)."""
     container_keys = ("containers", "initContainers")
     other = sorted(
         k
         for k in set(old_spec) | set(new_spec)
         if k not in container_keys and old_spec.get(k) != new_spec.get(k)
     )
+    seen = {"name", "image", "env", "envFrom", "resources", "command", "args"}
     for name in sorted(set(old_c) & set(new_c)):
         a, b = old_c[name], new_c[name]
-        seen = {"name", "image", "env", "envFrom", "resources", "command", "args"}
         for k in sorted(set(a) | set(b)):
             if k not in seen and a.get(k) != b.get(k):
                 other.append(f"{name}.{k}")
+    return other
+
+
+def template_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """What changed from old to new pod template, safe to show: no env values."""
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    old_c, new_c = _by_name(old_spec), _by_name(new_spec)
+    out = {**_containers_diff(old_c, new_c), **_metadata_diff(old, new)}
+    other = _other_fields(old_spec, new_spec, old_c, new_c)
     if other:
         out["otherFieldsChanged"] = other
     return out
