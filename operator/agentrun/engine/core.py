@@ -47,6 +47,7 @@ from agentrun.engine import conditions as cond
 from agentrun.engine.config import Config as Config
 from agentrun.engine.config import ConfigError as ConfigError
 from agentrun.engine.config import prefetch_refused
+from agentrun.engine.offered import unknown_tool
 from agentrun.engine.templating import MissingValue, fill
 from agentrun.text import clip as clip_text
 
@@ -487,12 +488,12 @@ def _take_reply(
         status.consecutiveErrors = 0
         st.finish(True, "Completed", "The agent finished")
         return
-    snap = config.snapshots.get(action.tool)
-    if snap is None:
-        if not st.error(f"Unknown tool {action.tool!r}; use one of the offered tools.", limits):
+    unknown = unknown_tool(action.tool, config.snapshots)
+    if unknown is not None:
+        if not st.error(unknown, limits):
             _next_model_call(st, limits)
         return
-    _request_tool(st, action, snap, limits)
+    _request_tool(st, action, config.snapshots[action.tool], limits)
 
 
 def describe_snapshot(snap: ToolSnapshot) -> str:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from agentrun.api import AgentToolSpec, Effect, Urgency
 from agentrun.api.naming import canonical_json
 from agentrun.engine.core import Done, InvalidAction, RequestInput, ToolCall
+from agentrun.engine.offered import unknown_tool
 from agentrun.text import clip
 
 DONE_TOOL = "done"
@@ -282,19 +283,13 @@ def parse_reply(
             f"Exactly one action per step, got {len(calls)} ({names}). Call one tool at a time."
         )
     name, raw = calls[0]
-    if name == DONE_TOOL:
-        schema: dict[str, Any] = DONE_PARAMETERS
-    elif name == INPUT_TOOL:
-        schema = INPUT_PARAMETERS
-    elif name in tools:
-        schema = tools[name].parameters
-    else:
-        allowed = ", ".join([*sorted(t for t in tools if t not in BUILTIN_TOOLS), *BUILTIN_TOOLS])
-        shown = clip(name, 64, "...", collapse_space=True)
-        return InvalidAction(f"Unknown tool {shown!r}; allowed tools: {allowed}.")
+    unknown = unknown_tool(name, tools, BUILTIN_TOOLS)
+    if unknown is not None:
+        return InvalidAction(unknown)
     args = _arguments(name, raw)
     if isinstance(args, InvalidAction):
         return args
+    schema = _schema(name, tools)
     try:
         validated = dump(validator_for(schema).model_validate(args))
     except pydantic.ValidationError as e:
@@ -309,6 +304,14 @@ def parse_reply(
             urgency=Urgency(validated.get("urgency", "normal")),
         )
     return ToolCall(tool=name, arguments=validated)
+
+
+def _schema(name: str, tools: dict[str, AgentToolSpec]) -> dict[str, Any]:
+    if name == DONE_TOOL:
+        return DONE_PARAMETERS
+    if name == INPUT_TOOL:
+        return INPUT_PARAMETERS
+    return tools[name].parameters
 
 
 def _arguments(name: str, raw: str | None) -> dict[str, Any] | InvalidAction:
