@@ -223,13 +223,13 @@ def test_full_values_reach_the_manifests() -> None:
     # Tools and example Agents in each tool namespace.
     for ns in ("prod", "staging"):
         for effect in ("read", "write"):
-            sa = [
+            tool_sa = [
                 d
                 for d in by_kind(docs, "ServiceAccount")
                 if (d["metadata"]["name"], d["metadata"].get("namespace"))
                 == (f"agentrun-tool-{effect}", ns)
             ]
-            assert len(sa) == 1
+            assert len(tool_sa) == 1
             rb = [
                 d
                 for d in by_kind(docs, "RoleBinding")

@@ -61,8 +61,9 @@ from agentrun.engine.core import (
 from agentrun.llm import context, toolcall
 from agentrun.llm.prompts import Prompt, load_prompt
 from agentrun.llm.tokens import estimate, estimate_request
-from agentrun.operator.jobs import Envelope, compact_result
+from agentrun.operator.jobs import compact_result
 from agentrun.receiver import routing
+from agentrun.tool.envelope import Envelope
 from tests.modelserver.server import entry_message
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from tests.support import stack
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 # A tool that takes a few seconds, so an operator can be killed while its Job runs.
-SLOW_TOOL = {
+SLOW_TOOL: dict[str, Any] = {
     "apiVersion": "agentrun.dev/v1alpha1",
     "kind": "AgentTool",
     "metadata": {"name": "slow-get"},
@@ -31,7 +31,7 @@ SLOW_TOOL = {
     },
 }
 
-WORKLOAD = {
+WORKLOAD: dict[str, Any] = {
     "apiVersion": "apps/v1",
     "kind": "Deployment",
     "metadata": {"name": "web", "labels": {"app": "web"}},

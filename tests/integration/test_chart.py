@@ -316,11 +316,16 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
 
     # A viewer reads the run (and so does `view`, into which agentrun-viewer aggregates) ...
     for user in ("bob", "carol"):
-        seen = stack.wait_for(
-            lambda u=user: cluster.kubectl("get", "agentrun", "run", "-n", ns, f"--as={u}",
-                                           check=False).returncode == 0,
-            30, f"{user} can read AgentRuns",
-        )  # fmt: skip
+
+        def can_read(u: str = user) -> bool:
+            return (
+                cluster.kubectl(
+                    "get", "agentrun", "run", "-n", ns, f"--as={u}", check=False
+                ).returncode
+                == 0
+            )
+
+        seen = stack.wait_for(can_read, 30, f"{user} can read AgentRuns")
         assert seen
     # ... but cannot approve.
     denied = cluster.kubectl(*annotate, "--as=bob", check=False)
@@ -329,11 +334,16 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     # An editor (agentrun-editor, or `edit` into which it aggregates) may patch runs, but the
     # chart's webhook refuses their approval and names the missing permission.
     for user in ("dave", "erin"):
-        stack.wait_for(
-            lambda u=user: cluster.kubectl("auth", "can-i", "patch", "agentruns", "-n", ns,
-                                           f"--as={u}", check=False).stdout.strip() == "yes",
-            30, f"{user} may patch AgentRuns",
-        )  # fmt: skip
+
+        def may_patch(u: str = user) -> bool:
+            return (
+                cluster.kubectl(
+                    "auth", "can-i", "patch", "agentruns", "-n", ns, f"--as={u}", check=False
+                ).stdout.strip()
+                == "yes"
+            )
+
+        stack.wait_for(may_patch, 30, f"{user} may patch AgentRuns")
         refused = cluster.kubectl(*annotate, f"--as={user}", check=False)
         assert refused.returncode != 0
         assert (

@@ -195,7 +195,9 @@ def test_a_status_write_onto_a_stale_version_is_refused(spine: Spine) -> None:
     spine.setup([{"delay": 10, "then": done()}])  # the operator stays out of the way
     spine.start()
     spine.wait(lambda: spine.model_requests(step=1), "the first model request")
-    api = config.new_client_from_config(str(spine.cluster.kubeconfig))
+    api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        str(spine.cluster.kubeconfig)
+    )
     stale = spine.get()["metadata"]["resourceVersion"]
     spine.annotate("example.com/ticket", "OPS-2")
     with pytest.raises(client.ApiException) as refused:

@@ -95,9 +95,13 @@ def test_editors_start_runs_but_only_a_tool_admin_defines_tools(
 
     # Aggregation into edit/admin is the controller manager's: wait until it has happened.
     for user in ("dave", "erin", "frank"):
+
+        def may_create(u: str = user) -> bool:
+            out: str = kubectl("auth", "can-i", "create", "agents.agentrun.dev", user=u).stdout
+            return out.strip() == "yes"
+
         stack.wait_for(
-            lambda u=user: kubectl("auth", "can-i", "create", "agents.agentrun.dev", user=u)
-            .stdout.strip() == "yes",
+            may_create,
             60,
             f"{user} may create Agents",
         )  # fmt: skip

@@ -178,7 +178,9 @@ class ReceiverThread:
         from agentrun.receiver import routing
 
         self.config = routing.load_config({**config, "listen": "127.0.0.1:0"})
-        self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        self.api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig)
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runner: Any = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -61,7 +62,7 @@ def tool(name: str, **spec: Any) -> Tool | ConfigError:
 
 def fetched(
     agent_body: dict[str, Any] | None,
-    tools: dict[str, Tool | ConfigError | None] | None = None,
+    tools: Mapping[str, Tool | ConfigError | None] | None = None,
     **kw: Any,
 ) -> Fetched:
     kw.setdefault("prompt", PROMPT)
@@ -87,7 +88,7 @@ def test_a_missing_agent_is_an_invalid_spec() -> None:
 
 
 def test_an_agent_that_does_not_parse_is_invalid() -> None:
-    bad = {"spec": {"tools": []}}  # no model
+    bad: dict[str, Any] = {"spec": {"tools": []}}  # no model
     err = validate(run(), NS, fetched(bad), POLICY)
     assert isinstance(err, ConfigError)
     assert err.reason == "InvalidAgent"

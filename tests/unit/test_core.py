@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -287,7 +288,7 @@ class Adapter:
     def __init__(
         self,
         run: AgentRun,
-        script: dict[int, list[ModelReply | ModelUnavailable]] | None = None,
+        script: Mapping[int, Sequence[ModelReply | ModelUnavailable]] | None = None,
         *,
         config: Config | ConfigError | None = CONFIG,
         tool_results: dict[str, tuple[bool, str]] | None = None,
@@ -1037,7 +1038,8 @@ def test_an_earlier_steps_approval_never_approves_a_later_identical_action() -> 
 
     ad.annotate(approve=second)
     assert len(ad.job_runs) == 2
-    assert ad.status.phase is Phase.SUCCEEDED
+    final = ad.status  # a fresh name: mypy still narrows ad.status.phase from before annotate()
+    assert final.phase is Phase.SUCCEEDED
 
 
 def test_the_same_action_on_another_run_needs_its_own_approval() -> None:

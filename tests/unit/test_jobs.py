@@ -186,7 +186,7 @@ def test_output_configmap_is_owned_labelled_and_bounded() -> None:
 
 
 def test_output_configmap_from_envelope() -> None:
-    env = jobs.Envelope("k8s-get", True, {"a": 1})
+    env = Envelope("k8s-get", True, {"a": 1})
     cm = jobs.output_configmap(
         run_name="r", run_namespace="n", run_uid=UID, step=1, tool_name="t", job_name="j", raw=env
     )
@@ -200,7 +200,7 @@ def test_output_configmap_from_envelope() -> None:
 def test_parse_envelope_last_line_wins_over_junk() -> None:
     log = "starting\n{not json\n" + '{"agentrunEnvelope": 1, "ok": false}\n' + ENVELOPE + "\n"
     env = jobs.parse_envelope(log)
-    assert env == jobs.Envelope("k8s-get", True, {"a": 1}, None, False)
+    assert env == Envelope("k8s-get", True, {"a": 1}, None, False)
 
 
 def test_parse_envelope_tolerates_non_utf8() -> None:
@@ -222,7 +222,7 @@ def test_parse_envelope_is_strict_about_ok() -> None:
 
 
 def test_envelope_round_trip() -> None:
-    env = jobs.Envelope("t", False, "out", "boom", True)
+    env = Envelope("t", False, "out", "boom", True)
     assert jobs.parse_envelope(json.dumps(env.to_dict())) == env
 
 
@@ -230,17 +230,17 @@ def test_envelope_round_trip() -> None:
 
 
 def test_compact_small_output_verbatim() -> None:
-    env = jobs.Envelope("k8s-get", True, {"status": {"phase": "Running"}, "spec": {}})
+    env = Envelope("k8s-get", True, {"status": {"phase": "Running"}, "spec": {}})
     assert json.loads(jobs.compact_result(env)) == env.output
 
 
 def test_compact_error_first() -> None:
-    env = jobs.Envelope("k8s-get", False, None, "Pod web not found")
+    env = Envelope("k8s-get", False, None, "Pod web not found")
     assert jobs.compact_result(env) == "error: Pod web not found"
 
 
 def test_compact_truncates_with_explicit_note() -> None:
-    env = jobs.Envelope("t", True, "x" * 10_000)
+    env = Envelope("t", True, "x" * 10_000)
     text = jobs.compact_result(env, limit=500, output_ref="run-s1-abc-out")
     assert len(text) <= 500
     assert "[truncated: " in text
@@ -248,7 +248,7 @@ def test_compact_truncates_with_explicit_note() -> None:
 
 
 def test_compact_shrinks_structures_before_cutting() -> None:
-    env = jobs.Envelope("t", True, {"status": "ok", "items": [{"n": i} for i in range(500)]})
+    env = Envelope("t", True, {"status": "ok", "items": [{"n": i} for i in range(500)]})
     text = jobs.compact_result(env, limit=1000)
     assert len(text) <= 1000
     assert json.loads(text)["status"] == "ok"  # still valid JSON: lists were shortened
@@ -256,7 +256,7 @@ def test_compact_shrinks_structures_before_cutting() -> None:
 
 
 def test_compact_mentions_runner_truncation() -> None:
-    env = jobs.Envelope("t", True, "abc", truncated=True)
+    env = Envelope("t", True, "abc", truncated=True)
     assert "truncated" in jobs.compact_result(env)
 
 
@@ -355,7 +355,7 @@ def test_observation_deadline_exceeded() -> None:
 
 def test_compaction_keeps_the_newest_log_lines() -> None:
     log = "\n".join(f"line {i}: ok" for i in range(300)) + "\nFATAL: db down"
-    env = jobs.Envelope(tool="pod-logs", ok=True, output={"pod": "web-1", "log": log})
+    env = Envelope(tool="pod-logs", ok=True, output={"pod": "web-1", "log": log})
     text = jobs.compact_result(env, limit=4000)
     assert "FATAL: db down" in text
     assert "earlier chars" in text

@@ -43,7 +43,7 @@ def run(phase: str = "AwaitingApproval", **status: Any) -> AgentRun:
     return AgentRun.model_validate(body)
 
 
-PENDING = {
+PENDING: dict[str, Any] = {
     "pendingAction": {
         "step": 2,
         "tool": "rollout-restart",
@@ -66,7 +66,7 @@ SNAPSHOT = {
     "outputLimitBytes": 65536,
     "specDigest": "d1" * 32,
 }
-FROZEN = {
+FROZEN: dict[str, Any] = {
     "pendingAction": {
         **PENDING["pendingAction"],
         "snapshot": SNAPSHOT,

@@ -356,7 +356,7 @@ def test_default_task_renders_without_missing_values() -> None:
 
 
 def test_active_and_latest() -> None:
-    runs = [
+    runs: list[dict[str, Any]] = [
         {"metadata": {"labels": {routing.LABEL_ALERT_SEQ: "1"}}, "status": {"phase": "Failed"}},
         {"metadata": {"labels": {routing.LABEL_ALERT_SEQ: "2"}}},
     ]
@@ -481,7 +481,7 @@ def with_client(
         store = FakeStore()
         now = [0.0]
         recv = Receiver(cfg, store, Tokens(None, None), clock=lambda: now[0])
-        recv.tokens = _StaticTokens()  # type: ignore[assignment]
+        recv.tokens = _StaticTokens()
         async with TestClient(TestServer(recv.app())) as client:
             await test(client, store, recv)
 
@@ -734,7 +734,7 @@ def test_http_alert_never_folds_into_a_run_it_did_not_create() -> None:
 
 
 def test_http_runs_caller_is_bound_to_its_route() -> None:
-    api = {
+    api: dict[str, Any] = {
         "agents": ["sre-agent"],
         "allowedNamespaces": ["shop"],
         "limits": {"maxSteps": 10, "timeoutSeconds": 600, "maxTotalTokens": 5000},

@@ -24,7 +24,8 @@ if PLURAL:
         if resource is not None and resource.plural == PLURAL:
             _calls.append(1)
             if len(_calls) == 2:
-                payload = {"message": "404 page not found (injected)"}
+                # kopf types a full Status; a bare 404 carries only the message.
+                payload: Any = {"message": "404 page not found (injected)"}
                 raise errors.APINotFoundError(payload, status=404, headers={})
         async for event in _watch_objs(**kwargs):
             yield event
