@@ -354,24 +354,39 @@ def cmd_logs(ctx: Context) -> int:
     step, jobs = step_jobs(run, args.step)
     if step is None:
         raise CliError(f"{ns}/{args.name} has run no tool yet", EXIT_NOT_FOUND)
-    found = False
     if not jobs:
-        # The thread may have dropped the step's events for size: find its objects by label.
-        from agentrun.operator.jobs import label_value
-
-        selector = f"{LABEL_RUN}={label_value(args.name)},{LABEL_STEP}={step}"
-        outputs = ctx.kube.configmaps(ns, selector)
-        for name, data in outputs:
-            if len(outputs) > 1:
-                ctx.print(f"==> configmap/{name} <==")
-            found = _print_output(ctx, data) or found
-        if not found:
-            for pod in ctx.kube.pods(ns, selector):
-                ctx.print(ctx.kube.pod_log(pod, ns), end="")
-                found = True
-        if not found:
+        if not _logs_by_label(ctx, step):
             raise CliError(f"{ns}/{args.name} has no tool output for step {step}", EXIT_NOT_FOUND)
         return EXIT_OK
+    if not _logs_of_jobs(ctx, jobs):
+        raise CliError(f"no output is left for step {step} of {ns}/{args.name}", EXIT_NOT_FOUND)
+    return EXIT_OK
+
+
+def _logs_by_label(ctx: Context, step: int) -> bool:
+    """The thread may have dropped the step's events for size: find its objects by label.
+    Whether any output was printed."""
+    from agentrun.operator.jobs import label_value
+
+    ns = ctx.namespace
+    selector = f"{LABEL_RUN}={label_value(ctx.args.name)},{LABEL_STEP}={step}"
+    outputs = ctx.kube.configmaps(ns, selector)
+    found = False
+    for name, data in outputs:
+        if len(outputs) > 1:
+            ctx.print(f"==> configmap/{name} <==")
+        found = _print_output(ctx, data) or found
+    if not found:
+        for pod in ctx.kube.pods(ns, selector):
+            ctx.print(ctx.kube.pod_log(pod, ns), end="")
+            found = True
+    return found
+
+
+def _logs_of_jobs(ctx: Context, jobs: list[tuple[str, str]]) -> bool:
+    """Each Job's stored output, else its last pod's log. Whether any output was printed."""
+    ns = ctx.namespace
+    found = False
     for job, out in jobs:
         if len(jobs) > 1:
             ctx.print(f"==> job/{job} <==")
@@ -385,9 +400,7 @@ def cmd_logs(ctx: Context) -> int:
             found = True
         else:
             ctx.note(f"job/{job}: neither configmap/{out} nor a pod of the Job is left")
-    if not found:
-        raise CliError(f"no output is left for step {step} of {ns}/{args.name}", EXIT_NOT_FOUND)
-    return EXIT_OK
+    return found
 
 
 def _read_input(ctx: Context) -> Any:
