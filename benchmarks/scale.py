@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client as k8s
 
@@ -437,12 +437,12 @@ class Scale:
         namespace holds this size's pods (the runner finds a Job's pod with a LIST by label,
         which the apiserver answers from etcd, reading every pod of the namespace)."""
         api = self.api()
-        core = k8s.CoreV1Api(api)
+        # Untyped on purpose: with _preload_content=False the client returns the raw response.
+        core: Any = k8s.CoreV1Api(api)
+        batch: Any = k8s.BatchV1Api(api)
         pods = len(json.loads(core.list_namespaced_pod(ns, _preload_content=False).data)["items"])
         job = f"{run}-s1"
-        for item in json.loads(
-            k8s.BatchV1Api(api).list_namespaced_job(ns, _preload_content=False).data
-        )["items"]:
+        for item in json.loads(batch.list_namespaced_job(ns, _preload_content=False).data)["items"]:
             if item["metadata"]["name"].startswith(job):
                 job = item["metadata"]["name"]
                 break
@@ -474,11 +474,12 @@ class Scale:
             ),
             "get_run": timed(
                 lambda: (
-                    k8s.CustomObjectsApi(api)
-                    .get_namespaced_custom_object(
-                        GROUP, VERSION, ns, PLURAL, run, _preload_content=False
-                    )
-                    .data
+                    cast(
+                        Any,
+                        k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+                            GROUP, VERSION, ns, PLURAL, run, _preload_content=False
+                        ),
+                    ).data
                 )
             ),
         }
@@ -631,9 +632,9 @@ class Scale:
             say(f"  (probe after the load failed: {type(e).__name__}: {e})")
         res.requests = after_req - before_req
         for key, (total, count) in after_sec.items():
-            b = before_sec.get(key, [0.0, 0.0])
-            if count - b[1] >= 1:
-                res.latency[key] = ((total - b[0]) / (count - b[1]), count - b[1])
+            prev = before_sec.get(key, [0.0, 0.0])
+            if count - prev[1] >= 1:
+                res.latency[key] = ((total - prev[0]) / (count - prev[1]), count - prev[1])
         dump = self.args.workdir / f"requests-{n}.json"
         dump.write_text(
             json.dumps({f"{v} {r}": c for (v, r), c in res.requests.most_common() if c}, indent=1)
@@ -684,7 +685,7 @@ class Scale:
             if sorted(steps) != list(range(1, STEPS + 1)):
                 res.failed.append(f"{name}: model steps seen {sorted(steps)}")
                 continue
-            seen = {s: jobs.get((name, s)) for s in TOOL_STEPS}
+            seen: dict[int, Any] = {s: jobs.get((name, s)) for s in TOOL_STEPS}
             bad = [
                 s
                 for s, j in seen.items()

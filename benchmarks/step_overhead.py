@@ -115,7 +115,7 @@ class Watcher:
         self.on_event = on_event
         self.label_selector = label_selector
         self._stop = threading.Event()
-        self._watch: k8s_watch.Watch | None = None
+        self._watch: Any = None  # k8s_watch.Watch, whose methods are untyped
         self._thread = threading.Thread(target=self._loop, name=f"watch-{name}", daemon=True)
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -141,7 +141,7 @@ class Watcher:
             return
         self.ready.set()
         while not self._stop.is_set():
-            self._watch = k8s_watch.Watch()
+            self._watch = k8s_watch.Watch()  # type: ignore[no-untyped-call]
             try:
                 for event in self._watch.stream(
                     self.list_call,
@@ -356,7 +356,9 @@ class Bench:
 
 
 def new_api(kubeconfig: Path) -> k8s.ApiClient:
-    api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    api: k8s.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig)
+    )
     return api
 
 
@@ -409,7 +411,7 @@ def baseline_watch(cluster: LocalCluster, samples: int) -> tuple[list[float], li
     try:
         for i in range(samples + 3):
             name = f"watch-{i}"
-            cm = {
+            cm: Any = {  # the client sends a dict body as is, typed V1ConfigMap or not
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": name, "labels": {"bench": "watch"}},
@@ -417,8 +419,12 @@ def baseline_watch(cluster: LocalCluster, samples: int) -> tuple[list[float], li
             sent = time.time()
             core.create_namespaced_config_map(BASELINE_NS, cm, _preload_content=False)
             returned = time.time()
+
+            def delivered(n: str = name) -> bool:
+                return n in seen
+
             with cond:
-                if not cond.wait_for(lambda n=name: n in seen, 10):
+                if not cond.wait_for(delivered, 10):
                     raise TimeoutError(f"watch never delivered ConfigMap {name}")
             if i >= 3:
                 rtt.append(returned - sent)
@@ -440,7 +446,7 @@ Sample = tuple[str, tuple[str, str], float]  # metric, (verb, resource[/subresou
 
 def request_samples(api: k8s.ApiClient) -> list[Sample]:
     """The apiserver's per-request counters and durations, one read of /metrics."""
-    resp = api.call_api(
+    resp: Any = api.call_api(
         *api.param_serialize("GET", "/metrics", header_params={}, auth_settings=["BearerToken"])
     )
     resp.read()
