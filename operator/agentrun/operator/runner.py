@@ -1,8 +1,14 @@
 """The adapter loop around the pure core: observe, decide, persist, act, repeat.
 
-Status is the write-ahead log: the status decide() returns is persisted before any of its
-actions run, so a new operator resumes every run from status alone, with no Job created
-twice (Job names are deterministic) and no write without its recorded approval.
+The write-ahead rule: status is the write-ahead log. The status decide() returns is written
+(onto the version it was decided from; a 409 decides again) before any of its actions
+changes the cluster, so a new operator resumes every run from status alone, with no Job
+created twice (Job names are deterministic) and no write without its recorded approval.
+Effects that follow a write: its Job is created right after it in the same worker thread,
+then its Events, notifications and other actions run. One exception, for speed, changes
+nothing in the cluster: a model call may start together with the status write that asks
+for it (if the write fails, its answer is dropped, or reused by the round decided again),
+and a quick answer is written in that same write (see Runner._coalesce).
 """
 
 from __future__ import annotations
@@ -105,6 +111,41 @@ class _RunState:
     # that failed is retried at the run's next step.
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     storing: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass
+class _Trigger:
+    """One trigger's rounds: the run as last decided and the body its next write applies to."""
+
+    body: dict[str, Any]
+    run: AgentRun
+    obs: Observations
+    # The observations the first unwritten round was decided from: a 409 decides again on them.
+    since: Observations
+    asked: dict[int, ModelCall]  # this trigger's model calls, by step
+    # Rounds decided but not yet written (see Runner._coalesce), and the actions they left
+    # for after the write (Events, wake-ups).
+    unwritten: list[tuple[AgentRun, AgentRunStatus]] = field(default_factory=list)
+    deferred: list[Action] = field(default_factory=list)
+
+    def observe(self, **produced: Any) -> None:
+        """The next round's observations: what the last one's actions produced."""
+        self.obs = Observations(
+            now=_now(), config=self.obs.config, deleting=self.obs.deleting, **produced
+        )
+
+    def hold(
+        self,
+        decided: AgentRun,
+        before: AgentRunStatus,
+        actions: list[Action],
+        reply: ModelReply | ModelUnavailable,
+    ) -> None:
+        """Holds a round back to write it together with the round its model answer decides."""
+        self.unwritten.append((decided, before))
+        self.deferred += [a for a in actions if not isinstance(a, CallModel)]
+        self.run = decided
+        self.observe(model=reply)
 
 
 def _version(body: dict[str, Any] | None) -> str:
@@ -364,83 +405,113 @@ class Runner:
         obs: Observations,
         asked: dict[int, ModelCall],
     ) -> None:
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        config, deleting = obs.config, obs.deleting
-        # Rounds decided but not yet written (see _coalesce), the observations the first of
-        # them was decided from, and their Events, posted once the write has landed.
-        unwritten: list[tuple[AgentRun, AgentRunStatus]] = []
-        since = obs
-        deferred: list[Action] = []
+        trigger = _Trigger(body=body, run=run, obs=obs, since=obs, asked=asked)
         for _ in range(MAX_ROUNDS):
-            if not unwritten:
-                since = obs
-            before = run.status
-            status, actions = decide(run, obs)
-            early: ModelCall | None = None
-            create: CreateJob | None = None
-            then: Callable[[], None] | None = None
-            if status != before:
-                decided = run.model_copy(update={"status": status})
-                # A model call changes nothing in the cluster: it starts together with the
-                # status write before it, not after it.
-                early = self._early_model_call(decided, actions, config, asked)
-                if early is not None and await self._coalesce(early, actions):
-                    unwritten.append((decided, before))
-                    deferred += [a for a in actions if not isinstance(a, CallModel)]
-                    run = decided
-                    obs = Observations(
-                        now=_now(), config=config, deleting=deleting, model=early.result()
-                    )
-                    continue
-                create = next((a for a in actions if isinstance(a, CreateJob)), None)
-                if create is not None and isinstance(config, Config):
-                    then = self._job_creator(decided, config, create)
-                written = await self._persist(state, body, status, then)
-                if written is None:
-                    # Someone else changed the run since the body we decided from (a 409):
-                    # decide again, from the fresh run, on the same observations; a model
-                    # call already made is used again, not repeated.
-                    log.info("Status write of %s/%s conflicted; decided again", namespace, name)
-                    fresh = await self._fetch(state, namespace, name)
-                    if fresh is None:
-                        self.forget(namespace, name)
-                        return
-                    body, run, obs = fresh, _parse(fresh), since
-                    unwritten.clear()
-                    deferred.clear()
-                    continue
-                body = written
-                # Replays after this write start from here: no call before it is used again.
-                for step in [s for s, call in asked.items() if call is not early]:
-                    del asked[step]
-                await self._outputs_stored(state)
-                for was, was_before in [*unwritten, (decided, before)]:
-                    self._account(was, was_before, was.status)
-                run = decided
-                actions = deferred + actions
-                unwritten.clear()
-                deferred = []
-            created: JobObservation | None = None
-            if then is not None and create is not None:
-                # Created right after the write, in the same worker thread.
-                actions = [a for a in actions if a is not create]
-                self._job_exists(state, namespace, name, create.name)
-                created = JobObservation(name=create.name, phase=JobPhase.RUNNING)
-            if early is not None:
-                actions = [a for a in actions if not isinstance(a, CallModel)]
-            produced, body = await self._act(
-                state, run=run, body=body, actions=actions, config=config
-            )
-            if early is not None:
-                produced = {**(produced or {}), "model": await early}
-            if created is not None:
-                produced = {**(produced or {}), "job": created}
-                self._look_again_if_existed(namespace, name, created.name)
-            if produced is None:
+            if not trigger.unwritten:
+                trigger.since = trigger.obs
+            if not await self._round(state, trigger):
                 return
-            obs = Observations(now=_now(), config=config, deleting=deleting, **produced)
-        log.error("Run %s/%s did not settle after %d rounds", namespace, name, MAX_ROUNDS)
+        meta = body["metadata"]
+        log.error(
+            "Run %s/%s did not settle after %d rounds", meta["namespace"], meta["name"], MAX_ROUNDS
+        )
+
+    async def _round(self, state: _RunState, trigger: _Trigger) -> bool:
+        """One decide and its effects, its status written first; False when it is the last."""
+        before = trigger.run.status
+        status, actions = decide(trigger.run, trigger.obs)
+        early: ModelCall | None = None
+        create: CreateJob | None = None
+        if status != before:
+            decided = trigger.run.model_copy(update={"status": status})
+            config = trigger.obs.config
+            # The one exception to write-ahead: a model call starts together with the write.
+            early = self._early_model_call(decided, actions, config, trigger.asked)
+            if early is not None and await self._coalesce(early, actions):
+                trigger.hold(decided, before, actions, early.result())
+                return True
+            create = next((a for a in actions if isinstance(a, CreateJob)), None)
+            then = None
+            if create is not None and isinstance(config, Config):
+                then = self._job_creator(decided, config, create)
+            else:
+                create = None
+            written = await self._persist(state, trigger.body, status, then)
+            if written is None:
+                return await self._conflicted(state, trigger)
+            actions = await self._landed(state, trigger, written, (decided, before), actions, early)
+        return await self._execute(state, trigger, actions, early, create)
+
+    async def _conflicted(self, state: _RunState, trigger: _Trigger) -> bool:
+        """Someone else changed the run since the body decided from (a 409): decide again, from
+        the fresh run, on the same observations; a model call already made is used again."""
+        meta = trigger.body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        log.info("Status write of %s/%s conflicted; decided again", namespace, name)
+        fresh = await self._fetch(state, namespace, name)
+        if fresh is None:
+            self.forget(namespace, name)
+            return False
+        trigger.body, trigger.run, trigger.obs = fresh, _parse(fresh), trigger.since
+        trigger.unwritten.clear()
+        trigger.deferred.clear()
+        return True
+
+    async def _landed(
+        self,
+        state: _RunState,
+        trigger: _Trigger,
+        written: dict[str, Any],
+        round_: tuple[AgentRun, AgentRunStatus],
+        actions: list[Action],
+        early: ModelCall | None,
+    ) -> list[Action]:
+        """The write of a round (and of the rounds held back with it) landed: the actions
+        they deferred are due now, before this round's own."""
+        trigger.body = written
+        # Replays after this write start from here: no call before it is used again.
+        for step in [s for s, call in trigger.asked.items() if call is not early]:
+            del trigger.asked[step]
+        await self._outputs_stored(state)
+        for was, was_before in [*trigger.unwritten, round_]:
+            self._account(was, was_before, was.status)
+        trigger.run = round_[0]
+        due = trigger.deferred + actions
+        trigger.unwritten.clear()
+        trigger.deferred = []
+        return due
+
+    async def _execute(
+        self,
+        state: _RunState,
+        trigger: _Trigger,
+        actions: list[Action],
+        early: ModelCall | None,
+        created: CreateJob | None,
+    ) -> bool:
+        """Carries out a written round's actions; False when they produced nothing new.
+        `created`: its Job, already created right after the write in the same worker thread;
+        `early`: its model call, started together with the write."""
+        meta = trigger.body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if created is not None:
+            actions = [a for a in actions if a is not created]
+            self._job_exists(state, namespace, name, created.name)
+        if early is not None:
+            actions = [a for a in actions if not isinstance(a, CallModel)]
+        produced, trigger.body = await self._act(
+            state, run=trigger.run, body=trigger.body, actions=actions, config=trigger.obs.config
+        )
+        if early is not None:
+            produced = {**(produced or {}), "model": await early}
+        if created is not None:
+            job = JobObservation(name=created.name, phase=JobPhase.RUNNING)
+            produced = {**(produced or {}), "job": job}
+            self._look_again_if_existed(namespace, name, created.name)
+        if produced is None:
+            return False
+        trigger.observe(**produced)
+        return True
 
     async def _coalesce(self, call: ModelCall, actions: list[Action]) -> bool:
         """Whether the model answered within the coalescing window, so that the round that
@@ -596,16 +667,7 @@ class Runner:
         key = (namespace, current.jobRef)
         known: str | None = self._job_uids.get(key)
         manifest = self._manifest(run, current)
-        job = hint if hint and hint["metadata"]["name"] == current.jobRef else None
-        if job is None:
-            # The pod alone is enough only for a Job whose uid we know (we created it).
-            pod = self.pods.succeeded(namespace, current.jobRef) if known else None
-            if pod is not None and manifest is not None:
-                job = jobs.completed_by_pod(current.jobRef, pod)
-                job["metadata"]["uid"] = known
-                job["spec"] = manifest["spec"]
-            else:
-                job = await asyncio.to_thread(kube.read_job, self.api, namespace, current.jobRef)
+        job = await self._current_job(namespace, current.jobRef, hint, known, manifest)
         if job is None:
             existed = current.jobRef in state.jobs_seen
             return JobObservation(name=current.jobRef, phase=JobPhase.NOT_FOUND, existed=existed)
@@ -621,6 +683,41 @@ class Runner:
         self._job_exists(state, namespace, run.metadata["name"], current.jobRef)
         if not jobs.job_finished(job):
             return JobObservation(name=current.jobRef, phase=JobPhase.RUNNING)
+        return await self._job_result(state, run, current, job, uid)
+
+    async def _current_job(
+        self,
+        namespace: str,
+        name: str,
+        hint: dict[str, Any] | None,
+        known: str | None,
+        manifest: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """The current action's Job: the trigger's, one our succeeded pod stands for, or a GET."""
+        if hint and hint["metadata"]["name"] == name:
+            return hint
+        # The pod alone is enough only for a Job whose uid we know (we created it).
+        pod = self.pods.succeeded(namespace, name) if known else None
+        if pod is not None and manifest is not None:
+            job = jobs.completed_by_pod(name, pod)
+            job["metadata"]["uid"] = known
+            job["spec"] = manifest["spec"]
+            return job
+        found: dict[str, Any] | None = await asyncio.to_thread(
+            kube.read_job, self.api, namespace, name
+        )
+        return found
+
+    async def _job_result(
+        self,
+        state: _RunState,
+        run: AgentRun,
+        current: CurrentAction,
+        job: dict[str, Any],
+        uid: str,
+    ) -> JobObservation:
+        """What a finished Job of ours returned, read from its own pod's log."""
+        namespace = run.metadata["namespace"]
         pod = await self.pods.finished_pod(namespace, current.jobRef)
         if pod is not None and "spec" in job:
             alien = jobs.pod_mismatch(pod, job)
