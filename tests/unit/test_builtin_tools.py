@@ -77,7 +77,7 @@ def test_selector_string() -> None:
 
 
 def test_env_summary_never_shows_secret_or_credential_values() -> None:
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "LOG_LEVEL", "value": "debug"},
         {"name": "API_TOKEN", "value": "literal-token"},
         {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}},
@@ -197,7 +197,7 @@ def test_describe_deployment() -> None:
 
 
 def test_owner_chain_walks_up_and_stops_readably(monkeypatch: pytest.MonkeyPatch) -> None:
-    objects = {
+    objects: dict[str, dict[str, Any]] = {
         "/apis/apps/v1/namespaces/prod/replicasets/web-5d8": {
             "metadata": {
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}]
@@ -377,7 +377,7 @@ def test_previous_log_error_is_clear() -> None:
 
 
 def test_pod_logs_run_picks_from_a_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
-    objects = {
+    objects: dict[str, dict[str, Any]] = {
         "/apis/apps/v1/namespaces/prod/deployments/web": {
             "spec": {"selector": {"matchLabels": {"app": "web"}}}
         },
