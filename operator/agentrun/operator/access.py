@@ -9,19 +9,18 @@ Answers are cached per (namespace, ServiceAccount) for a minute.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from agentrun.kube import raw as rawapi
+from agentrun.kube import client as kube
 
 log = logging.getLogger("agentrun.operator.access")
 
 CACHE_SECONDS = 60.0
-SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 # (group, resource, subresource, verb): the writes that change what runs, what it may read,
 # or who may do what. Any one allowed makes the ServiceAccount a writer.
 PROBES: tuple[tuple[str, str, str, str], ...] = (
@@ -40,7 +39,7 @@ PROBES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def _review(namespace: str, sa: str, probe: tuple[str, str, str, str]) -> dict[str, object]:
+def _review(namespace: str, sa: str, probe: tuple[str, str, str, str]) -> dict[str, Any]:
     group, resource, subresource, verb = probe
     return {
         "apiVersion": "authorization.k8s.io/v1",
@@ -88,7 +87,7 @@ class WriteAccess:
 
     def _allowed(self, namespace: str, sa: str, probe: tuple[str, str, str, str]) -> bool:
         try:
-            resp = rawapi.send(self.api, "POST", SAR_PATH, _review(namespace, sa, probe))
+            review = kube.create_access_review(self.api, _review(namespace, sa, probe))
         except ApiException as err:
             if err.status in (401, 403):
                 # The operator may not ask: assume the worst (every call waits for a human)
@@ -96,5 +95,4 @@ class WriteAccess:
                 log.error("Could not check ServiceAccount %s/%s: %s", namespace, sa, err.reason)
                 return True
             raise
-        status = json.loads(resp.data).get("status") or {}
-        return bool(status.get("allowed"))
+        return bool((review.get("status") or {}).get("allowed"))
