@@ -268,6 +268,28 @@ def _get(api: client.ApiClient, path: str) -> dict[str, Any] | None:
         return None
 
 
+def _prefix(api_version: str) -> str:
+    return "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+
+
+def get_object(
+    api: client.ApiClient, api_version: str, ns: str, plural: str, name: str
+) -> dict[str, Any] | None:
+    """Any namespaced object (e.g. "apps/v1", "deployments"); None when it does not exist."""
+    return _get(api, _ns_path(_prefix(api_version), ns, plural, name))
+
+
+def list_objects(
+    api: client.ApiClient, api_version: str, ns: str, plural: str, selector: str = ""
+) -> list[dict[str, Any]]:
+    query = [("labelSelector", selector)] if selector else None
+    items: list[dict[str, Any]] = (
+        _json(api, "GET", _ns_path(_prefix(api_version), ns, plural), query=query).get("items")
+        or []
+    )
+    return items
+
+
 def get_agent(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
     return _get(api, _crd(ns, AGENTS, name))
 

@@ -7,14 +7,11 @@ tool refuses to run when the target is no longer in that state.
 
 from __future__ import annotations
 
-import json
 from typing import Any
-from urllib.parse import quote
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from agentrun.kube import raw as rawapi
+from agentrun.kube import client as kube
 from agentrun.tool.builtins.common import PRECONDITIONS_ENV, ToolError, owned_by, selector_string
 from agentrun.tool.builtins.rollout_undo import plan
 
@@ -26,21 +23,13 @@ class TargetError(Exception):
     """The write cannot be proposed as asked (its target is missing or has no such state)."""
 
 
-def _get(api: client.ApiClient, path: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(rawapi.send(api, "GET", path).data)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise TargetError(f"{what} not found") from exc
-        raise
-    assert isinstance(value, dict)
-    return value
-
-
-def _path(group: str, plural: str, namespace: str, name: str = "") -> str:
-    base = "/api/v1" if group == "" else f"/apis/{group}"
-    path = f"{base}/namespaces/{quote(namespace)}/{plural}"
-    return f"{path}/{quote(name)}" if name else path
+def _get(
+    api: client.ApiClient, api_version: str, plural: str, ns: str, name: str, what: str
+) -> dict[str, Any]:
+    found = kube.get_object(api, api_version, ns, plural, name)
+    if found is None:
+        raise TargetError(f"{what} not found")
+    return found
 
 
 def resolve(
@@ -52,25 +41,22 @@ def resolve(
     if not name:
         return {}
     if builtin == "delete-pod":
-        pod = _get(api, _path("", "pods", ns, name), f"Pod {name} in namespace {ns}")
+        pod = _get(api, "v1", "pods", ns, name, f"Pod {name} in namespace {ns}")
         return {"podUID": (pod.get("metadata") or {}).get("uid")}
     if builtin == "scale":
         plural = SCALE_KINDS.get(str(arguments.get("kind") or "Deployment").lower())
         if plural is None:
             return {}
-        obj = _get(api, _path("apps/v1", plural, ns, name), f"{plural[:-1]} {name} in {ns}")
+        obj = _get(api, "apps/v1", plural, ns, name, f"{plural[:-1]} {name} in {ns}")
         old = (obj.get("spec") or {}).get("replicas")
         return {"fromReplicas": old, "toReplicas": arguments.get("replicas")}
     if builtin == "rollout-undo":
         what = f"Deployment {name} in namespace {ns}"
-        dep = _get(api, _path("apps/v1", "deployments", ns, name), what)
+        dep = _get(api, "apps/v1", "deployments", ns, name, what)
         selector = selector_string((dep.get("spec") or {}).get("selector"))
-        query = [("labelSelector", selector)] if selector else None
-        listing = json.loads(
-            rawapi.send(api, "GET", _path("apps/v1", "replicasets", ns), query=query).data
-        )
+        replicasets = kube.list_objects(api, "apps/v1", ns, "replicasets", selector)
         uid = (dep.get("metadata") or {}).get("uid", "")
-        owned = [rs for rs in listing.get("items") or [] if owned_by(rs, uid)]
+        owned = [rs for rs in replicasets if owned_by(rs, uid)]
         try:
             _, info = plan(dep, owned, int(arguments.get("toRevision") or 0))
         except ToolError as err:
