@@ -192,6 +192,37 @@ def test_templating_fills_whole_values_and_interpolates() -> None:
         raise AssertionError("a missing value must be reported")
 
 
+def test_templating_default_fills_what_the_input_lacks() -> None:
+    values = {"input": {"context": {"alert": ALERT}}, "run": {"namespace": "ops"}}
+    labels = "input.context.alert.labels"
+    # Present: the value itself; missing: the fallback path, or a literal.
+    assert fill(f"{{{{ {labels}.namespace | default(run.namespace) }}}}", values) == "shop"
+    assert fill(f"{{{{ {labels}.pod | default(run.namespace) }}}}", values) == "ops"
+    assert fill(f"{{{{{labels}.pod|default('')}}}}", values) == ""
+    assert fill(f'c={{{{ {labels}.container | default("app") }}}}', values) == "c=app"
+    assert fill(f"{{{{ {labels} }}}}", values) == ALERT["labels"]  # a whole map
+    try:
+        fill(f"{{{{ {labels}.pod | default(run.nope) }}}}", values)
+    except MissingValue as missing:
+        assert missing.args[0] == "run.nope"
+    else:
+        raise AssertionError("a missing fallback must be reported")
+
+
+def test_a_prefetch_with_a_default_runs_where_the_label_is_missing() -> None:
+    events = PrefetchCall(
+        tool="k8s-get",
+        arguments={
+            "kind": "Event",
+            "namespace": "{{ input.context.alert.labels.cluster | default(run.namespace) }}",
+        },
+    )
+    status, actions = decide(run(), Observations(now=NOW, config=config([events])))
+    [job] = [a for a in actions if isinstance(a, CreateJob)]
+    assert job.arguments == {"kind": "Event", "namespace": "ops"}
+    assert status.currentAction is not None and status.currentAction.prefetch
+
+
 def test_an_invalid_spec_ends_a_run_waiting_for_input_like_any_other_ending() -> None:
     cfg = config([])
     status, _ = decide(run(), Observations(now=NOW, config=cfg))

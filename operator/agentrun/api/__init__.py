@@ -111,7 +111,9 @@ class PrefetchCall(Model):
         default_factory=dict,
         description=(
             "Arguments; string values may use {{ input.context.alert.labels.namespace }}-style "
-            "placeholders filled from the run's input."
+            "placeholders filled from the run's input (or {{ run.namespace }}), with a fallback "
+            "for a value the input may lack: {{ input.context.alert.labels.namespace | "
+            'default(run.namespace) }} or | default("").'
         ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
