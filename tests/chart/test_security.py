@@ -123,6 +123,7 @@ def test_policy_defaults_allow_what_the_chart_names() -> None:
     assert env["AGENTRUN_WRITE_SERVICE_ACCOUNTS"] == "agentrun-tool-write"
     assert env["AGENTRUN_ALLOWED_MODEL_URLS"] == "https://api.openai.com/v1"
     assert env["AGENTRUN_ALLOWED_NOTIFY_URLS"] == "https://hooks.slack.com/"
+    assert env["AGENTRUN_ALLOWED_RUNBOOK_URLS"] == ""  # no runbook_url is fetched
     # The example Agent's own model is allowed, whatever allowedURLs says.
     env = _env(
         render(
@@ -145,6 +146,7 @@ def test_full_policy_values_reach_the_operator() -> None:
         "https://api.openai.com/v1,https://llm.example.com/v1,http://vllm.models.svc:8000/v1"
     )
     assert env["AGENTRUN_ALLOWED_NOTIFY_URLS"] == "https://hooks.slack.com/services/T000"
+    assert env["AGENTRUN_ALLOWED_RUNBOOK_URLS"] == "https://wiki.example.com/sre/runbooks/"
     # Tool settings come from values (an admin's), appended to the catalog's env.
     for ns in ("prod", "staging"):
         tools = {

@@ -9,16 +9,20 @@ read from the pod log with jobs.parse_envelope, as the operator does. A real Pro
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -32,6 +36,7 @@ from tests.support import stack
 
 SECRET_VALUE = "s3cr3t-db-password-value"
 LITERAL_TOKEN = "literal-token-abcdef123456"
+RUNBOOK_TREE = Path(__file__).resolve().parents[1] / "fixtures" / "runbooks"
 
 # The tests run tools as the operator would, under an admin policy for a test image.
 TEST_POLICY = Policy(tool_image="agentrun:test", allowed_images=("*",))
@@ -93,17 +98,19 @@ class Tools:
         *,
         spec: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        run_name: str = "tools-test",
+        policy: Policy = TEST_POLICY,
     ) -> tuple[dict[str, Any], str]:
         """Runs the Job; returns it (finished) and its pod's log."""
         tool_spec = AgentToolSpec.model_validate(spec or self.manifests[tool]["spec"])
         name = f"tool-{uuid.uuid4().hex[:10]}"
         job = jobs.build_job(
-            run_name="tools-test",
+            run_name=run_name,
             run_namespace=self.namespace,
             run_uid=str(uuid.uuid4()),
             step=1,
             tool_name=tool,
-            tool=snapshot(tool, tool_spec, TEST_POLICY),
+            tool=snapshot(tool, tool_spec, policy),
             arguments=arguments,
             job_name=name,
             action_hash="0" * 64,
@@ -131,8 +138,9 @@ class Tools:
         *,
         spec: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        **kw: Any,
     ) -> Envelope:
-        job, log = self.job(tool, arguments, spec=spec, env=env)
+        job, log = self.job(tool, arguments, spec=spec, env=env, **kw)
         envelope = jobs.parse_envelope(log)
         assert envelope is not None, f"no envelope in the log of {tool}:\n{log}"
         assert envelope.tool == tool
@@ -486,6 +494,82 @@ def test_runbook_from_the_directory_and_a_configmap(tools: Tools) -> None:
     assert "no runbook for alert 'NoSuchAlert'" in error and "TargetDown" in error
     error = tools.error("runbook", {"alert": "KubePodCrashLooping", "configMap": "runbooks"})
     assert "unknown arguments ['configMap']" in error
+
+
+class _RunbookSite(http.server.BaseHTTPRequestHandler):
+    """A team's runbook wiki on loopback: one page, and a record of what was asked."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        body = b"# CheckoutLatencyHigh\nThe checkout p99 is over 2s.\n## Diagnosis\nRead traces.\n"
+        status = 200 if self.path == "/sre/checkout-latency" else 404
+        self.send_response(status)
+        self.send_header("Content-Type", "text/markdown; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_runbook_from_the_alerts_runbook_url(tools: Tools) -> None:
+    """The tool reads its own run (under the read account) for the alert's runbook_url: mapped
+    onto a tree in the public collection's layout, or fetched, only from a URL the
+    operator's policy allows."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RunbookSite)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    site = f"http://127.0.0.1:{server.server_address[1]}"
+    collection = "https://runbooks.prometheus-operator.dev/runbooks"
+    alerts = [
+        ("KubePersistentVolumeFillingUp", f"{collection}/kubernetes/kubepersistentvolumefillingup"),
+        ("CheckoutLatencyHigh", f"{site}/sre/checkout-latency"),
+        ("Exfil", f"{site}/elsewhere"),
+    ]
+    context = {
+        "alert": {"labels": {"alertname": alerts[0][0]}},
+        "alerts": [
+            {"labels": {"alertname": a}, "annotations": {"runbook_url": u}} for a, u in alerts
+        ],
+    }
+    run = stack.run_manifest("rb-run", tools.namespace, "no-such-agent", "t")
+    run["spec"]["input"] = {"task": "t", "context": context}
+    stack.apply(tools.cluster, [run])
+    spec = copy.deepcopy(tools.manifests["runbook"]["spec"])
+    spec["env"] = [{"name": "AGENTRUN_RUNBOOKS_DIR", "value": str(RUNBOOK_TREE)}]
+    policy = dataclasses.replace(TEST_POLICY, runbook_urls=(f"{site}/sre/",))
+    try:
+        mapped = tools.ok(
+            "runbook", {"alert": alerts[0][0]}, spec=spec, run_name="rb-run", policy=policy
+        )
+        assert mapped["source"] == (
+            "runbooks/content/runbooks/kubernetes/storage/KubePersistentVolumeFillingUp.md"
+        )
+        assert mapped["matchedBy"] == f"runbook_url {alerts[0][1]}"
+        assert "warnings" not in mapped
+
+        fetched = tools.ok(
+            "runbook", {"alert": "checkoutlatencyhigh"}, spec=spec, run_name="rb-run", policy=policy
+        )
+        assert fetched["source"] == f"{site}/sre/checkout-latency"
+        assert fetched["sections"] == [{"title": "Diagnosis", "text": "Read traces."}]
+
+        error = tools.error(
+            "runbook", {"alert": "Exfil"}, spec=spec, run_name="rb-run", policy=policy
+        )
+        assert f"runbook_url {site}/elsewhere matches no file here and is not under" in error
+        # Without the operator's allow-list nothing is fetched, whatever the AgentTool's env.
+        spec["env"].append({"name": "AGENTRUN_ALLOWED_RUNBOOK_URLS", "value": f"{site}/"})
+        error = tools.error(
+            "runbook", {"alert": "CheckoutLatencyHigh"}, spec=spec, run_name="rb-run"
+        )
+        assert "(none are allowed)" in error
+        assert _RunbookSite.seen == ["/sre/checkout-latency"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---------------------------------------------------------------- write tools and RBAC

@@ -98,3 +98,31 @@ def test_from_env_reads_the_admins_settings() -> None:
     assert p.model_url_allowed("https://llm.corp/v1/chat") and not p.model_url_allowed(
         "https://api.openai.com/v1"
     )
+
+
+def test_the_runbook_tool_gets_the_operators_runbook_urls_and_no_other() -> None:
+    """Where an alert's runbook_url may be fetched from is the operator's setting: it is put
+    into the runbook tool's frozen env, replacing any value the AgentTool names."""
+    p = Policy.from_env(
+        {"AGENTRUN_ALLOWED_RUNBOOK_URLS": "https://runbooks.corp/, https://wiki.corp/sre/"}
+    )
+    assert p.runbook_urls == ("https://runbooks.corp/", "https://wiki.corp/sre/")
+    assert Policy.from_env({}).runbook_urls == ()  # nothing is fetched unless allowed
+    sneaky = spec(
+        env=[
+            {"name": "AGENTRUN_RUNBOOKS_DIR", "value": "/runbooks"},
+            {"name": "AGENTRUN_ALLOWED_RUNBOOK_URLS", "value": "https://evil.example/"},
+        ]
+    )
+    env = snapshot("runbook", sneaky, p).env
+    assert [(e.name, e.value) for e in env] == [
+        ("AGENTRUN_RUNBOOKS_DIR", "/runbooks"),
+        ("AGENTRUN_ALLOWED_RUNBOOK_URLS", "https://runbooks.corp/,https://wiki.corp/sre/"),
+    ]
+    assert [e.name for e in snapshot("runbook", sneaky, Policy()).env] == ["AGENTRUN_RUNBOOKS_DIR"]
+    # Other tools keep their env as written; a changed allow-list changes the digest.
+    assert len(snapshot("k8s-get", sneaky, p).env) == 2
+    assert (
+        snapshot("runbook", sneaky, p).specDigest
+        != snapshot("runbook", sneaky, Policy()).specDigest
+    )

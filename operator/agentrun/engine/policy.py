@@ -37,6 +37,10 @@ ENV_READ_SAS = "AGENTRUN_READ_SERVICE_ACCOUNTS"
 ENV_WRITE_SAS = "AGENTRUN_WRITE_SERVICE_ACCOUNTS"
 ENV_MODEL_URLS = "AGENTRUN_ALLOWED_MODEL_URLS"
 ENV_NOTIFY_URLS = "AGENTRUN_ALLOWED_NOTIFY_URLS"
+# Base URLs an alert's runbook_url may be fetched from by the runbook tool; the operator puts
+# its own value into that tool's env (frozen in the snapshot), whatever the AgentTool says.
+ENV_RUNBOOK_URLS = "AGENTRUN_ALLOWED_RUNBOOK_URLS"
+RUNBOOK_BUILTIN = "runbook"
 ENV_CREDENTIALS_NAMESPACE = "AGENTRUN_CREDENTIALS_NAMESPACE"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -58,6 +62,8 @@ class Policy:
     write_service_accounts: tuple[str, ...] = (WRITE_SERVICE_ACCOUNT,)
     model_urls: tuple[str, ...] = DEFAULT_MODEL_URLS
     notify_urls: tuple[str, ...] = DEFAULT_NOTIFY_URLS
+    # None by default: an alert's runbook_url is fetched only from hosts an admin allowed.
+    runbook_urls: tuple[str, ...] = ()
     credentials_namespace: str = DEFAULT_CREDENTIALS_NAMESPACE
 
     @classmethod
@@ -73,6 +79,7 @@ class Policy:
             write_service_accounts=_split(env.get(ENV_WRITE_SAS)) or (WRITE_SERVICE_ACCOUNT,),
             model_urls=_split(env.get(ENV_MODEL_URLS)) or DEFAULT_MODEL_URLS,
             notify_urls=_split(env.get(ENV_NOTIFY_URLS)) or DEFAULT_NOTIFY_URLS,
+            runbook_urls=_split(env.get(ENV_RUNBOOK_URLS)),
             credentials_namespace=namespace or DEFAULT_CREDENTIALS_NAMESPACE,
         )
 
@@ -126,6 +133,18 @@ def effective_effect(name: str, spec: AgentToolSpec) -> Effect:
     return Effect.WRITE if (spec.builtin or name) in WRITE_BUILTINS else spec.effect
 
 
+def tool_env(builtin: str, spec: AgentToolSpec, policy: Policy) -> list[dict[str, str]]:
+    """The tool's env as it will run: the AgentTool's, and for the runbook tool the runbook
+    URLs the operator allows (its own setting replaces any the spec names)."""
+    env = [e.model_dump() for e in spec.env]
+    if builtin != RUNBOOK_BUILTIN:
+        return env
+    env = [e for e in env if e["name"] != ENV_RUNBOOK_URLS]
+    if policy.runbook_urls:
+        env.append({"name": ENV_RUNBOOK_URLS, "value": ",".join(policy.runbook_urls)})
+    return env
+
+
 def snapshot(
     name: str, spec: AgentToolSpec, policy: Policy, *, writes: bool = False
 ) -> ToolSnapshot:
@@ -152,13 +171,14 @@ def snapshot(
             f"spec.serviceAccountName {sa!r} is not allowed for {what}; allowed: "
             f"{', '.join(allowed_sas)} (read tools never run under a write ServiceAccount)"
         )
+    builtin = spec.builtin or name
     fields = {
-        "builtin": spec.builtin or name,
+        "builtin": builtin,
         "effect": effect.value,
         "image": image,
         "command": list(spec.command or DEFAULT_TOOL_COMMAND),
         "serviceAccountName": sa,
-        "env": [e.model_dump() for e in spec.env],
+        "env": tool_env(builtin, spec, policy),
         "resources": spec.resources.model_dump(mode="json"),
         "timeoutSeconds": spec.timeoutSeconds,
         "outputLimitBytes": spec.outputLimitBytes,
