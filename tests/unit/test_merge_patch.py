@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentrun.operator.runner import merge_patch
+from agentrun.operator.persist import merge_patch
 
 
 def apply(target: Any, patch: Any) -> Any:

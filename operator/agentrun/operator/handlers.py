@@ -23,6 +23,7 @@ from agentrun.engine.policy import Policy
 from agentrun.kube import client as kube
 from agentrun.llm.model import ModelClient
 from agentrun.operator import admission, jobs, metrics, restart
+from agentrun.operator.observe import Cached
 from agentrun.operator.runner import Runner, Settings
 from agentrun.receiver import server as alert_receiver
 
@@ -56,7 +57,13 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    agents: kopf.Index[Any, Any] | None = None,  # kopf passes every index, empty until filled
+    agenttools: kopf.Index[Any, Any] | None = None,
+    **_: Any,
+) -> None:
     # Event handlers only: kopf keeps no progress, finalizer or diff-base on our objects.
     settings.persistence.diffbase_storage = _NoDiffBase()
     # Only the Jobs and pods of tool calls, selected by the API server: not every Job and pod.
@@ -90,6 +97,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             ),
         ),
     )
+    if agents is not None and agenttools is not None:
+        runner.observer.cached = _cached(agents, agenttools)
 
     # The alert receiver runs in-process when configured (its own Deployment is the default).
     memo.receiver = await alert_receiver.serve_from_env(api)
@@ -153,25 +162,34 @@ async def pod_changed(
             await runner.step(ns, run, for_job=job)
 
 
-@kopf.on.event(GROUP, VERSION, "agents")
-async def agent_changed(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
-) -> None:
-    _runner(memo).observe_object(
-        "Agent", namespace or "", name, None if type == "DELETED" else dict(body)
-    )
+# Agents and AgentTools as the runs' config reads them, by (namespace, name): kopf starts the
+# run handlers only once these are filled, so a restarted operator reads no Agent per run.
+@kopf.index(GROUP, VERSION, "agents")
+def agents(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): dict(body)}
+
+
+@kopf.index(GROUP, VERSION, "agenttools")
+def agenttools(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): dict(body)}
+
+
+def _cached(agents: kopf.Index[Any, Any], tools: kopf.Index[Any, Any]) -> Cached:
+    by_kind = {"Agent": agents, "AgentTool": tools}
+
+    def cached(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        store = by_kind[kind].get((namespace, name))
+        found: dict[str, Any] | None = next(iter(store), None) if store is not None else None
+        return found
+
+    return cached
 
 
 @kopf.on.event(GROUP, VERSION, "agenttools")
-async def tool_changed(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
-) -> None:
-    runner = _runner(memo)
-    runner.observe_object(
-        "AgentTool", namespace or "", name, None if type == "DELETED" else dict(body)
-    )
+async def tool_changed(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     if type in ("MODIFIED", "DELETED"):
         # A run awaiting approval of this tool tells its approver what changed.
+        runner = _runner(memo)
         for run in runner.awaiting(namespace or "", name):
             await runner.step(namespace or "", run)
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentrun.api import API_VERSION, LABEL_RUN, LABEL_STEP, LABEL_TOOL, Effect, ToolSnapshot
+from agentrun.api import (
+    API_VERSION,
+    LABEL_RUN,
+    LABEL_STEP,
+    LABEL_TOOL,
+    AgentRun,
+    Effect,
+    ToolSnapshot,
+)
 from agentrun.api.naming import canonical_json, output_name
-from agentrun.engine.core import FORGED, JobObservation, JobPhase
+from agentrun.engine.core import FORGED, CreateJob, JobObservation, JobPhase
 from agentrun.tool.builtins.common import PRECONDITIONS_ENV
 from agentrun.tool.envelope import ENVELOPE_KEY, Envelope
 
@@ -436,4 +444,20 @@ def job_observation(
         content += f"\nlast log lines:\n{logs}" if logs else "\n(no output)"
     return JobObservation(
         name, JobPhase.FAILED, reason, message or detail, False, content, output_ref
+    )
+
+
+def manifest_for(run: AgentRun, action: CreateJob) -> dict[str, Any]:
+    """The Job manifest of an action: only from its frozen snapshot."""
+    return build_job(
+        run_name=run.metadata["name"],
+        run_namespace=run.metadata["namespace"],
+        run_uid=run.metadata["uid"],
+        step=action.step,
+        tool_name=action.tool,
+        tool=action.snapshot,
+        arguments=action.arguments,
+        job_name=action.name,
+        action_hash=action.actionHash,
+        preconditions=action.preconditions,
     )

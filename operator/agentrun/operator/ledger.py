@@ -1,0 +1,50 @@
+"""What this process knows of tool Jobs, shared by observe (which reads it) and execute.
+
+Nothing here is needed to resume after a restart: a Job whose uid is not known is checked
+against the manifest built from the run's frozen snapshot before its result is taken, and a
+run whose Job is not known steps on the Job's own watch events through its ownerReference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Key = tuple[str, str]  # (namespace, Job name)
+
+
+@dataclass
+class JobLedger:
+    # The uid of each tool Job this process created or verified: a result is taken only from
+    # that Job's own pod; a Job or pod made by someone else under the name is refused.
+    uids: dict[Key, str] = field(default_factory=dict)
+    # The run of each tool Job created or observed: a tool pod that succeeded steps its run
+    # at once, without waiting for the Job's Complete condition.
+    runs: dict[Key, str] = field(default_factory=dict)
+    # Jobs whose create found one of the name already there (filled in worker threads).
+    existed: set[Key] = field(default_factory=set)
+
+    def uid(self, namespace: str, job: str) -> str | None:
+        return self.uids.get((namespace, job))
+
+    def verified(self, namespace: str, job: str, uid: str) -> None:
+        self.uids[(namespace, job)] = uid
+
+    def exists(self, namespace: str, run: str, job: str) -> None:
+        self.runs[(namespace, job)] = run
+
+    def run_of(self, namespace: str, job: str) -> str | None:
+        return self.runs.get((namespace, job))
+
+    def gone(self, namespace: str, job: str) -> None:
+        self.runs.pop((namespace, job), None)
+        self.uids.pop((namespace, job), None)
+
+    def found_existing(self, namespace: str, job: str) -> None:
+        self.existed.add((namespace, job))
+
+    def take_existed(self, namespace: str, job: str) -> bool:
+        """Whether a create of this Job found it already there (asked once)."""
+        if (namespace, job) in self.existed:
+            self.existed.discard((namespace, job))
+            return True
+        return False

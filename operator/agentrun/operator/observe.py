@@ -1,0 +1,281 @@
+"""Observations for decide(): the run's config as fetched and its current Job as found.
+
+Reads only: the one effect it prepares (a raw-output ConfigMap) is returned to the loop to
+create, together with the status write that links it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kubernetes import client as k8s
+
+from agentrun.api import ActionState, AgentRun, AgentSpec, CurrentAction, Effect, PromptRef
+from agentrun.engine import config as engine_config
+from agentrun.engine.core import (
+    Config,
+    ConfigError,
+    JobObservation,
+    JobPhase,
+    job_action,
+    parse_time,
+)
+from agentrun.kube import client as kube
+from agentrun.llm import prompts, toolcall
+from agentrun.operator import jobs, metrics
+from agentrun.operator.access import WriteAccess
+from agentrun.operator.ledger import JobLedger
+from agentrun.operator.settings import Settings
+from agentrun.operator.toolpods import ToolPods
+from agentrun.tool.redaction import redact
+
+log = logging.getLogger("agentrun.operator.observe")
+
+
+Cached = Callable[[str, str, str], dict[str, Any] | None]  # (kind, namespace, name)
+
+
+def _nothing_cached(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    return None
+
+
+@dataclass(frozen=True)
+class JobSeen:
+    """The current Job as observed, and the ConfigMap to keep its raw output in, if any."""
+
+    job: JobObservation | None
+    output: dict[str, Any] | None = None
+
+
+class Observer:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        settings: Settings,
+        ledger: JobLedger,
+        pods: ToolPods,
+        access: WriteAccess,
+    ) -> None:
+        self.api = api
+        self.settings = settings
+        self.ledger = ledger
+        self.pods = pods
+        self.access = access
+        # Agents and AgentTools as last seen by the operator's watch (kopf indexes, see
+        # handlers.py); a miss falls back to a GET.
+        self.cached: Cached = _nothing_cached
+        # Each AgentTool as read_tool made it, per version (see _read_tool).
+        self._tools: dict[
+            tuple[str, str], tuple[str, engine_config.Tool | engine_config.ConfigError]
+        ] = {}
+        self._prompt_texts: dict[str, str] = {}  # sha256 -> text, one entry per prompt version
+
+    def prompt_text(self, sha256: str) -> str:
+        """The text config() loaded for a promptRef: keyed by its sha256, it is the prompt the
+        ref names, even if the file changed since."""
+        return self._prompt_texts[sha256]
+
+    async def _lookup(
+        self, kind: str, namespace: str, name: str, fetch: Any
+    ) -> dict[str, Any] | None:
+        hit = self.cached(kind, namespace, name)
+        if hit is not None:
+            return hit
+        found: dict[str, Any] | None = await asyncio.to_thread(fetch, self.api, namespace, name)
+        return found
+
+    # ------------------------------------------------------------ config
+
+    async def config(self, run: AgentRun) -> Config | ConfigError | None:
+        """Fetches what the run's config is made of; the engine's validate() judges it."""
+        namespace = run.metadata["namespace"]
+        agent_body = await self._lookup("Agent", namespace, run.spec.agentRef, kube.get_agent)
+        fetched = engine_config.Fetched(agent=agent_body, tools={})
+        agent = engine_config.read_agent(run, namespace, agent_body)
+        if isinstance(agent, AgentSpec):
+            fetched = await self._fetch_config(run, namespace, agent_body, agent)
+        return engine_config.validate(run, namespace, fetched, self.settings.policy)
+
+    async def _fetch_config(
+        self, run: AgentRun, namespace: str, agent_body: dict[str, Any] | None, agent: AgentSpec
+    ) -> engine_config.Fetched:
+        """The Agent's tools, in order up to the first that is unusable (the later ones cannot
+        change the verdict), which of them are writes by their ServiceAccount, and the prompt."""
+        tools: dict[str, engine_config.Tool | engine_config.ConfigError | None] = {}
+        writers: set[str] = set()
+        for tool_name in agent.tools:
+            body = await self._lookup("AgentTool", namespace, tool_name, kube.get_tool)
+            tool = None if body is None else self._read_tool(namespace, tool_name, body)
+            tools[tool_name] = tool
+            if not isinstance(tool, engine_config.Tool):
+                break
+            snap = tool.snapshot
+            if snap.effect is Effect.READ and await self.access.can_write(
+                namespace, snap.serviceAccountName
+            ):
+                writers.add(tool_name)
+        prompt: PromptRef | engine_config.PromptFailure
+        try:
+            loaded = prompts.load_prompt(*engine_config.prompt_wanted(run, agent))
+        except prompts.PromptError as err:
+            prompt = engine_config.PromptFailure(str(err))
+        else:
+            prompt = PromptRef(name=loaded.name, version=loaded.version, sha256=loaded.sha256)
+            self._prompt_texts[loaded.sha256] = loaded.text
+        return engine_config.Fetched(
+            agent=agent_body, tools=tools, writers=frozenset(writers), prompt=prompt
+        )
+
+    def _read_tool(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> engine_config.Tool | engine_config.ConfigError:
+        """read_tool, once per AgentTool version: the policy is fixed for the process's life."""
+        meta = body.get("metadata") or {}
+        version = f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
+        seen = self._tools.get((namespace, name))
+        if seen is not None and seen[0] == version:
+            return seen[1]
+        tool = engine_config.read_tool(
+            name,
+            body,
+            self.settings.policy,
+            check_parameters=toolcall.validator_for,
+            reserved=toolcall.BUILTIN_TOOLS,
+        )
+        self._tools[(namespace, name)] = (version, tool)
+        return tool
+
+    # ------------------------------------------------------------ the current Job
+
+    async def job(self, run: AgentRun, hint: dict[str, Any] | None, seen: set[str]) -> JobSeen:
+        """The current action's Job, checked to be the one the operator built for it.
+        `hint`: the Job from the trigger, if any; `seen`: the run's Jobs seen existing (one
+        missing now was deleted, which decide() must tell from one not created yet)."""
+        current = run.status.currentAction
+        if current is None or current.state is ActionState.AWAITING_APPROVAL:
+            return JobSeen(None)
+        namespace, name = run.metadata["namespace"], current.jobRef
+        known = self.ledger.uid(namespace, name)
+        manifest = self.manifest(run, current)
+        job = await self._current_job(namespace, name, hint, known, manifest)
+        if job is None:
+            existed = name in seen
+            return JobSeen(JobObservation(name=name, phase=JobPhase.NOT_FOUND, existed=existed))
+        uid = str(job["metadata"].get("uid") or "")
+        if known is not None and uid != known:
+            return self._forged(run, name, f"Job {name} was replaced (uid {uid}, ours was {known})")
+        if known is None and manifest is not None:
+            differs = jobs.job_mismatch(job, manifest)
+            if differs is not None:
+                return self._forged(run, name, differs)
+            self.ledger.verified(namespace, name, uid)
+        seen.add(name)
+        self.ledger.exists(namespace, run.metadata["name"], name)
+        if not jobs.job_finished(job):
+            return JobSeen(JobObservation(name=name, phase=JobPhase.RUNNING))
+        return await self._job_result(run, current, job, uid)
+
+    async def _current_job(
+        self,
+        namespace: str,
+        name: str,
+        hint: dict[str, Any] | None,
+        known: str | None,
+        manifest: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """The current action's Job: the trigger's, one our succeeded pod stands for, or a GET."""
+        if hint and hint["metadata"]["name"] == name:
+            return hint
+        # The pod alone is enough only for a Job whose uid we know (we created it).
+        pod = self.pods.succeeded(namespace, name) if known else None
+        if pod is not None and manifest is not None:
+            job = jobs.completed_by_pod(name, pod)
+            job["metadata"]["uid"] = known
+            job["spec"] = manifest["spec"]
+            return job
+        found: dict[str, Any] | None = await asyncio.to_thread(
+            kube.read_job, self.api, namespace, name
+        )
+        return found
+
+    async def _job_result(
+        self, run: AgentRun, current: CurrentAction, job: dict[str, Any], uid: str
+    ) -> JobSeen:
+        """What a finished Job of ours returned, read from its own pod's log."""
+        namespace = run.metadata["namespace"]
+        pod = await self.pods.finished_pod(namespace, current.jobRef)
+        if pod is not None and "spec" in job:
+            alien = jobs.pod_mismatch(pod, job)
+            if alien is not None:
+                return self._forged(run, current.jobRef, alien)
+        text: str | None = None
+        if pod is not None:
+            text = await self.pods.log(namespace, current.jobRef, pod["metadata"]["name"])
+        if text:
+            # Custom tools and crash logs bypass the tool runner's own masking. In a worker
+            # thread: up to a MiB of text, and the event loop also answers the webhook.
+            text = await asyncio.to_thread(redact, text)
+        output = self._output(run, current, text)
+        ref = None if output is None else output["metadata"]["name"]
+        stored = 0 if output is None else sum(len(v.encode()) for v in output["data"].values())
+        observed = jobs.job_observation(job, pod, text, ref)
+        observed = replace(
+            observed,
+            content=redact(observed.content),
+            message=redact(observed.message),
+            uid=uid,
+            storedBytes=stored,
+        )
+        _observe_duration(current.tool, job, observed)
+        return JobSeen(observed, output)
+
+    def _output(
+        self, run: AgentRun, current: CurrentAction, text: str | None
+    ) -> dict[str, Any] | None:
+        """The ConfigMap to keep a raw output in, while the run's output budget lasts."""
+        if not text:
+            return None
+        budget = self.settings.run_output_budget_bytes
+        spent = run.status.storedOutputBytes
+        if spent >= budget:
+            log.warning(
+                "Did not store the output of %s/%s: the run's output budget of %d bytes is spent",
+                run.metadata["namespace"],
+                current.jobRef,
+                budget,
+            )
+            return None
+        return jobs.output_configmap(
+            run_name=run.metadata["name"],
+            run_namespace=run.metadata["namespace"],
+            run_uid=run.metadata["uid"],
+            step=current.step,
+            tool_name=current.tool,
+            job_name=current.jobRef,
+            raw=text,
+            limit=min(self.settings.output_limit_bytes, budget - spent),
+        )
+
+    def _forged(self, run: AgentRun, job: str, why: str) -> JobSeen:
+        log.warning("Refused the result of %s/%s: %s", run.metadata["namespace"], job, why)
+        return JobSeen(jobs.forged(job, why))
+
+    @staticmethod
+    def manifest(run: AgentRun, current: CurrentAction) -> dict[str, Any] | None:
+        """The Job the operator builds for the current action (None before snapshots)."""
+        if current.snapshot is None:
+            return None
+        return jobs.manifest_for(run, job_action(current, current.snapshot))
+
+
+def _observe_duration(tool: str, job: dict[str, Any], observed: JobObservation) -> None:
+    status = job.get("status") or {}
+    start, end = status.get("startTime"), status.get("completionTime")
+    if start and end:
+        outcome = "ok" if observed.phase is JobPhase.SUCCEEDED and observed.ok else "failed"
+        seconds = (parse_time(end) - parse_time(start)).total_seconds()
+        metrics.TOOL_JOB_SECONDS.labels(tool, outcome).observe(seconds)

@@ -1,0 +1,20 @@
+"""The operator's settings for the adapter loop (from the environment, see main.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agentrun.engine import policy
+
+
+@dataclass
+class Settings:
+    # What the admin allows tools to run (images, ServiceAccounts) and the default image.
+    policy: policy.Policy = field(default_factory=policy.Policy)
+    output_limit_bytes: int = 512 * 1024
+    # How long a step waits for a model answer to write it together with the record that
+    # asked for it (see runner.Runner._coalesce); 0 writes each round at once.
+    coalesce_seconds: float = 0.25
+    # All raw outputs one run may keep in ConfigMaps: a run that loops over huge outputs
+    # stops filling etcd (its compacted results still reach the thread).
+    run_output_budget_bytes: int = 8 * 1024 * 1024
