@@ -372,6 +372,82 @@ def test_recent_deploys_of_a_statefulset(tools: Tools) -> None:
     assert [r["revision"] for r in out["revisions"]] == [2, 1]
 
 
+def test_alert_workload_from_the_labels_kube_prometheus_alerts_carry(tools: Tools) -> None:
+    """Under the read account, from whatever labels the alert has: the pod's owner chain up
+    to its Deployment, a Job by job_name, a Service's pods; what names nothing is reported,
+    never an error."""
+    pod = crashed_pod(tools)
+    name = pod["metadata"]["name"]
+    ksm = {"job": "kube-state-metrics", "service": "kube-state-metrics"}
+    out = tools.ok(
+        "alert-workload",
+        {
+            "labels": {
+                "alertname": "KubePodCrashLooping",
+                "namespace": tools.namespace,
+                "pod": name,
+                **ksm,
+            }
+        },
+    )
+    rs = pod["metadata"]["ownerReferences"][0]["name"]
+    assert out["ownerChain"] == [f"Pod/{name}", f"ReplicaSet/{rs}", "Deployment/crash"]
+    assert out["summary"].startswith(f"Deployment {tools.namespace}/crash:")
+    assert out["pod"]["containers"][0]["lastTerminated"]["exitCode"] == 1
+    assert out["workload"]["containers"][0]["image"] == "checkout:2"
+    assert out["recentDeploys"]["currentRevision"] == 1 and "unresolved" not in out
+
+    # A pod replaced since the alert: its Deployment by name. Labels that name nothing.
+    replaced = tools.ok("alert-workload", {"labels": {"pod": f"{rs}-zzzzz", **ksm}})
+    assert (
+        replaced["ownerChain"] == ["Deployment/crash"]
+        and "no longer exists" in replaced["notes"][0]
+    )
+    nothing = tools.ok("alert-workload", {"labels": {"deployment": "gone", **ksm}})
+    assert nothing["summary"].startswith("No workload found")
+    assert [u.split(":")[0] for u in nothing["unresolved"]] == [
+        "deployment=gone",
+        "service=kube-state-metrics",
+    ]
+
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "nightly-1", "namespace": tools.namespace},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "report", "image": "r:1", "command": ["sh", "-c", "exit 3"]}
+                    ],
+                }
+            },
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": tools.namespace},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    stack.apply(tools.cluster, [job, svc])
+    stack.wait_for(
+        lambda: (tools.get("job", "nightly-1").get("status") or {}).get("failed"),
+        60,
+        "the Job to fail",
+    )
+    failed = tools.ok("alert-workload", {"labels": {"job_name": "nightly-1", **ksm}})
+    assert failed["ownerChain"] == ["Job/nightly-1"]
+    assert failed["summary"].startswith(f"Job {tools.namespace}/nightly-1: 0 succeeded, 1 failed")
+    assert failed["pod"]["containers"][0]["exitCode"] == 3
+    target = tools.ok("alert-workload", {"labels": {"job": "web", "service": "web"}})
+    assert target["ownerChain"][-1] == "Deployment/web" and target["service"]["ports"] == [
+        "80->8080"
+    ]
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's Prometheus 2.42 on loopback, scraping itself every second."""

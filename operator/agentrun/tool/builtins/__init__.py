@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from . import (
+    alert_workload,
     delete_pod,
     k8s_describe,
     k8s_events,
@@ -36,6 +37,7 @@ MODULES: dict[str, ModuleType] = {
     "recent-deploys": recent_deploys,
     "prometheus-query": prometheus_query,
     "runbook": runbook,
+    "alert-workload": alert_workload,
     # write
     "rollout-restart": rollout_restart,
     "rollout-undo": rollout_undo,

@@ -51,6 +51,11 @@ def run(args: dict[str, Any]) -> Any:
         api_path("apps/v1", PLURALS[kind], namespace, name),
         f"{kind} {name} in namespace {namespace}",
     )
+    return of_workload(kind, workload, namespace, limit)
+
+
+def of_workload(kind: str, workload: dict[str, Any], namespace: str, limit: int) -> dict[str, Any]:
+    """The history of a workload already read (Deployment, StatefulSet or DaemonSet)."""
     uid = (workload.get("metadata") or {}).get("uid", "")
     selector = selector_string((workload.get("spec") or {}).get("selector"))
     plural = "replicasets" if kind == "Deployment" else "controllerrevisions"
