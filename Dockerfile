@@ -1,6 +1,8 @@
 # The agentrun image: the operator (`agentrun-operator`, the entrypoint) and the tool runner
 # (`agentrun-tool`, which tool Jobs run as their command) from one installed package.
 #   docker build -t ghcr.io/agentrun/agentrun:0.1.0 .
+# `make image` builds this same file with buildah, without Docker or a registry, on a base
+# made from Debian's python3 (PYTHON_IMAGE=localhost/agentrun-base:..., tests/image/build.sh).
 # The Helm chart's default image (charts/agentrun, image.repository) points at it.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -11,7 +13,12 @@ WORKDIR /src
 # Only what the package needs to build (see .dockerignore).
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN python -m venv /opt/agentrun/venv \
+# The optional build secret `build-ca` is a CA bundle for pip (make image passes the host's,
+# where outbound TLS is re-signed by a local CA); a secret is never stored in a layer.
+# Without it pip uses its own bundle.
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \
+ && python -m venv /opt/agentrun/venv \
  && /opt/agentrun/venv/bin/pip install --no-compile . \
  && /opt/agentrun/venv/bin/agentrun-operator --help >/dev/null \
  && test -x /opt/agentrun/venv/bin/agentrun-tool \

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export AGENTRUN_CACHE ?= $(HOME)/.cache/agentrun
 
-.PHONY: venv test unit lint typecheck crds cluster-up cluster-down demo clean
+.PHONY: venv test unit lint typecheck crds cluster-up cluster-down demo clean image node-bin
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -35,15 +35,28 @@ unit: venv
 cluster-bin:
 	bash tests/cluster/build.sh
 
-test: venv lint typecheck crds-check cluster-bin tools-bin test-deps
+# The real node (tests/cluster/realnode.py): Debian's containerd, runc, CNI plugins, iptables;
+# kubelet and kube-proxy built from the control plane's source tree.
+node-bin:
+	bash tests/setup/realnode-deps.sh
+	bash tests/cluster/build.sh node
+
+# The project's image from the Dockerfile (buildah, on a Debian-built base) and a pause image,
+# as OCI archives cached by content in $(AGENTRUN_CACHE)/images (see tests/image/build.sh).
+image:
+	bash tests/image/build.sh
+
+test: venv lint typecheck crds-check cluster-bin node-bin image tools-bin test-deps
 	$(VENV)/bin/pytest tests -q
 
 demo: venv cluster-bin
 	$(PY) -m tests.demo
 
 # ---- local control plane (see docs/local-cluster.md) ----
-cluster-up: venv
-	$(PY) -m tests.cluster up
+# `make cluster-up NODE=real`: a real kubelet node (containerd, the built image) instead of
+# the Python stand-in; needs root.
+cluster-up: venv $(if $(filter real,$(NODE)),cluster-bin node-bin image)
+	$(PY) -m tests.cluster up $(if $(NODE),--node $(NODE))
 
 cluster-down: venv
 	$(PY) -m tests.cluster down

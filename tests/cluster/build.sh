@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager and kube-scheduler v1.20.2 from Debian
 # bookworm's `kubernetes` source package with Debian's Go, into a cache.
+# `build.sh node` builds kubelet and kube-proxy (the real node, tests/cluster/realnode.py)
+# from the same tree into the same directory, with a stamp of their own.
 #
 #   AGENTRUN_K8S_BIN    where the binaries go (default $AGENTRUN_CACHE/k8s-v1.20.2)
 #   AGENTRUN_CACHE      cache root (default ~/.cache/agentrun); the build tree lives in
@@ -14,13 +16,25 @@
 set -euo pipefail
 
 VERSION=v1.20.2
-# 1: vendored reflect2 replaced by Debian's 1.0.2
-# 2: kube-openapi zero-value check removed (custom resources accept "" in string fields)
-BUILD_REV=2
 CACHE="${AGENTRUN_CACHE:-$HOME/.cache/agentrun}"
 BIN="${AGENTRUN_K8S_BIN:-$CACHE/k8s-$VERSION}"
 WORK="$CACHE/k8s-build"
-COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
+case "${1:-control-plane}" in
+  control-plane)
+    COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
+    STAMP="$BIN/.agentrun-build"
+    # 1: vendored reflect2 replaced by Debian's 1.0.2
+    # 2: kube-openapi zero-value check removed (custom resources accept "" in string fields)
+    BUILD_REV=2
+    ;;
+  node)
+    COMPONENTS=(kubelet kube-proxy)
+    STAMP="$BIN/.agentrun-node-build"
+    # 1: as the control plane's build 2
+    BUILD_REV=1
+    ;;
+  *) echo "usage: build.sh [control-plane|node]" >&2; exit 2 ;;
+esac
 
 log() { echo "[build.sh] $*" >&2; }
 
@@ -28,12 +42,20 @@ have_all() {
   for c in "${COMPONENTS[@]}"; do
     [[ -x "$BIN/$c" ]] || return 1
   done
-  "$BIN/kube-apiserver" --version 2>/dev/null | grep -q "Kubernetes $VERSION\$" || return 1
-  [[ "$(cat "$BIN/.agentrun-build" 2>/dev/null)" == "$BUILD_REV" ]]
+  "$BIN/${COMPONENTS[0]}" --version 2>/dev/null | grep -q "Kubernetes $VERSION\$" || return 1
+  [[ "$(cat "$STAMP" 2>/dev/null)" == "$BUILD_REV" ]]
 }
 
 if have_all; then
-  log "cached: $BIN ($("$BIN/kube-apiserver" --version), build $BUILD_REV)"
+  log "cached: $BIN ${COMPONENTS[*]} ($("$BIN/${COMPONENTS[0]}" --version), build $BUILD_REV)"
+  exit 0
+fi
+# One build at a time in the shared tree (make test and a real node may both ask).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/k8s-build.lock"
+flock 9
+if have_all; then
+  log "built meanwhile: $BIN ${COMPONENTS[*]}"
   exit 0
 fi
 
@@ -163,17 +185,17 @@ fi
 
 # --- 6. build ---------------------------------------------------------------------------
 mkdir -p "$BIN"
-rm -f "$BIN/.agentrun-build"
+rm -f "$STAMP"
 for c in "${COMPONENTS[@]}"; do
   log "go build $c"
   $GO build -trimpath -ldflags "-s -w" -o "$BIN/$c.tmp" "./cmd/$c"
   mv "$BIN/$c.tmp" "$BIN/$c"
 done
 
-echo "$BUILD_REV" >"$BIN/.agentrun-build"
+echo "$BUILD_REV" >"$STAMP"
 
 if ! have_all; then
-  log "built binaries do not report $VERSION: $("$BIN/kube-apiserver" --version)"
+  log "built binaries do not report $VERSION: $("$BIN/${COMPONENTS[0]}" --version)"
   exit 1
 fi
-log "done in $(($(date +%s) - start)) s: $BIN ($("$BIN/kube-apiserver" --version))"
+log "done in $(($(date +%s) - start)) s: $BIN ${COMPONENTS[*]} ($("$BIN/${COMPONENTS[0]}" --version))"

@@ -175,7 +175,8 @@ class LocalCluster:
     ``workdir`` holds ``pki/``, ``logs/`` (one log per component), ``node/`` (pod logs and
     per-pod kubeconfigs), ``kubeconfig`` (admin, ``system:masters``) and ``state.json``.
     With ``detached=True`` the processes outlive the Python process that started them (the
-    CLI); otherwise they die with it.
+    CLI); otherwise they die with it. With ``local_node=False`` no stand-in node is started
+    (a real one joins instead: ``realnode.RealNode``).
     """
 
     def __init__(
@@ -186,8 +187,10 @@ class LocalCluster:
         node_name: str = "agentrun-node",
         detached: bool = False,
         timeout: float = 90.0,
+        local_node: bool = True,
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.local_node = local_node
         self.bin_dir = bin_dir or default_bin_dir()
         self.node_name = node_name
         self.detached = detached
@@ -249,6 +252,7 @@ class LocalCluster:
         state = json.loads(self.state_file.read_text())
         self.api_url = state["api_url"]
         self.node_name = state.get("node_name", self.node_name)
+        self.local_node = state.get("local_node", True)
         self.etcd_dir = Path(state["etcd_dir"]) if state.get("etcd_dir") else None
         self.procs = [
             Proc(p["name"], p["pid"], p["started"], Path(p["log"])) for p in state["processes"]
@@ -317,6 +321,7 @@ class LocalCluster:
         state = {
             "api_url": self.api_url,
             "node_name": self.node_name,
+            "local_node": self.local_node,
             "etcd_dir": str(self.etcd_dir) if self.etcd_dir else None,
             "kubeconfig": str(self.kubeconfig),
             "processes": [
@@ -420,6 +425,14 @@ class LocalCluster:
                 "--v=1",
             ],
         )
+        if self.local_node:
+            self._spawn_node(pki, node_kc, node_port)
+        # kcm and the scheduler give up if the apiserver is not healthy within 10 s of their
+        # start: start them once it listens (healthy about 1.5 s later). They serve only
+        # /healthz (CA files given: their in-cluster lookup fails before RBAC is bootstrapped).
+        self._start_controllers(pki, kcm_kc, sched_kc, kcm_port, sched_port)
+
+    def _spawn_node(self, pki: Pki, node_kc: Path, node_port: int) -> None:
         # the node registers itself as soon as the apiserver answers
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         env["PYTHONPATH"] = str(REPO) + (f":{env['PYTHONPATH']}" if env.get("PYTHONPATH") else "")
@@ -450,9 +463,12 @@ class LocalCluster:
             env=env,
             cwd=REPO,
         )
-        # kcm and the scheduler give up if the apiserver is not healthy within 10 s of their
-        # start: start them once it listens (healthy about 1.5 s later). They serve only
-        # /healthz (CA files given: their in-cluster lookup fails before RBAC is bootstrapped).
+
+    def _start_controllers(
+        self, pki: Pki, kcm_kc: Path, sched_kc: Path, kcm_port: int, sched_port: int
+    ) -> None:
+        kc = self.workdir / "pki"
+        b = self.bin_dir
         self._wait("kube-apiserver", self._api_listening, "apiserver listening")
         self._spawn(
             "kube-controller-manager",
@@ -507,7 +523,8 @@ class LocalCluster:
             lambda: self._exists(api, "/api/v1/namespaces/default/serviceaccounts/default"),
             "ServiceAccount default/default",
         )
-        self._wait("node", lambda: self._node_ready(api), f"Node {self.node_name} Ready")
+        if self.local_node:
+            self._wait("node", lambda: self._node_ready(api), f"Node {self.node_name} Ready")
 
     # ---- readiness -----------------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext:

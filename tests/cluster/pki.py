@@ -146,3 +146,33 @@ def make_pki(directory: Path, node_name: str) -> Pki:
             f.result()
     pki.sa_key.chmod(0o600)
     return pki
+
+
+def client_cert(pki: Pki, name: str, subject: str) -> None:
+    """A client certificate ``name`` signed by the CA of ``pki`` (e.g. a real kubelet's
+    ``/O=system:nodes/CN=system:node:NAME``)."""
+    _cert(
+        pki,
+        name,
+        subject,
+        [
+            "basicConstraints=critical,CA:FALSE",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            "extendedKeyUsage=clientAuth",
+        ],
+    )
+
+
+def serving_cert(pki: Pki, name: str, common_name: str, sans: list[str]) -> None:
+    """A serving certificate ``name`` for ``sans`` (``IP:...``/``DNS:...``) signed by the CA."""
+    _cert(
+        pki,
+        name,
+        f"/CN={common_name}",
+        [
+            "basicConstraints=critical,CA:FALSE",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            "extendedKeyUsage=serverAuth",
+            f"subjectAltName={','.join(sans)}",
+        ],
+    )
