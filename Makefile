@@ -94,10 +94,19 @@ eval: venv
 eval-refresh: venv
 	$(PY) -m tests.eval.run --refresh $(EVAL_ARGS)
 
-# ---- scale benchmark: 100, 200 and 500 runs in flight (see docs/benchmarks.md) ----
-.PHONY: bench
+# ---- scale benchmark: 100, 200 and 500 runs in flight, then the incident benchmark ----
+# (see docs/benchmarks.md; about an hour on 2 cores)
+.PHONY: bench bench-incident
 bench: venv cluster-bin
 	$(PY) -m benchmarks.scale --sizes 100,200,500 $(BENCH_ARGS)
+	$(MAKE) bench-incident
+
+# Alert -> first model request and -> write proposed with a four-call prefetch, at 1, 100 and
+# 500 incidents, as Job round trips; then operator memory per run in flight (500 -> 2,000).
+bench-incident: venv cluster-bin
+	$(PY) -m benchmarks.incident --sizes 1,100,500 $(INCIDENT_ARGS)
+	$(PY) -m benchmarks.incident --sizes 500,2000 --tools echo --alert create \
+		--workdir .local/bench-memory $(INCIDENT_ARGS)
 
 # Prompt tokens per step, compacted vs naive (pure; see docs/benchmarks.md).
 .PHONY: bench-context
