@@ -1,4 +1,6 @@
-"""The image cannot be built here (no Docker engine): check the Dockerfile by reading it."""
+"""The Dockerfile read as text (fast, no build): its base, entrypoints, user and context.
+`make image` builds it for real with buildah; tests/realnode runs tool Jobs from that image
+on a real node."""
 
 from __future__ import annotations
 
