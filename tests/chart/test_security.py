@@ -124,10 +124,10 @@ def test_policy_defaults_allow_what_the_chart_names() -> None:
     assert env["AGENTRUN_ALLOWED_MODEL_URLS"] == "https://api.openai.com/v1"
     assert env["AGENTRUN_ALLOWED_NOTIFY_URLS"] == "https://hooks.slack.com/"
     assert env["AGENTRUN_ALLOWED_RUNBOOK_URLS"] == ""  # no runbook_url is fetched
-    # The example Agent's own model is allowed, whatever allowedURLs says.
+    # The default Agent's own model is allowed, whatever allowedURLs says.
     env = _env(
         render(
-            sets=["model.baseURL=http://vllm.models:8000/v1", "examples.enabled=true"],
+            sets=["model.baseURL=http://vllm.models:8000/v1"],
             set_json=['model.allowedURLs=["https://llm.example.com/v1"]'],
         )
     )

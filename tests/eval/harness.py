@@ -70,6 +70,11 @@ ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = Path(__file__).resolve().parent
 CASES_DIR = EVAL_DIR / "cases"
 TOOLS_DIR = ROOT / "tools"
+# The chart's default Agent: the one definition the chart installs, the demo runs and every
+# case runs as, so a change to the shipped agent shows up here.
+AGENT_FILE = ROOT / "charts" / "agentrun" / "agents" / "sre-agent.yaml"
+AGENT_NAME = str(yaml.safe_load(AGENT_FILE.read_text())["metadata"]["name"])
+REPLAY_MODEL = "eval-replay"  # the recording answers; live mode uses $AGENTRUN_MODEL
 NOW = datetime(2025, 6, 3, 14, 5, 0, tzinfo=UTC)
 REFRESH = "make eval-refresh"
 # Arguments that tune a read rather than choose what is read: ignored when a live model's
@@ -134,14 +139,13 @@ def load_catalog(directory: Path = TOOLS_DIR) -> dict[str, AgentToolSpec]:
 
 
 def agent_spec(case: Case, model: ModelSpec | None = None) -> AgentSpec:
-    """tests/eval/agent.yaml, with the case's `agent:` overrides."""
-    doc = yaml.safe_load((EVAL_DIR / "agent.yaml").read_text())
+    """The chart's default Agent (AGENT_FILE), with the case's `agent:` overrides; its model
+    is the replay's unless a live one is given."""
+    doc = yaml.safe_load(AGENT_FILE.read_text())
     spec = dict(doc["spec"])
     spec.update(case.recording.get("agent") or {})
     agent = AgentSpec.model_validate(spec)
-    if model is not None:
-        agent = agent.model_copy(update={"model": model})
-    return agent
+    return agent.model_copy(update={"model": model or ModelSpec(name=REPLAY_MODEL)})
 
 
 def prompt_of(agent: AgentSpec) -> Prompt:
@@ -168,7 +172,7 @@ def make_run(case: Case) -> AgentRun:
     notification = routing.Notification.model_validate(case.alert)
     firing = [a for a in notification.alerts if a.status == "firing"] or notification.alerts
     namespace = firing[0].labels.get("namespace", "default")
-    route = routing.Route(name="eval", agent="sre")
+    route = routing.Route(name="eval", agent=AGENT_NAME)
     part = routing.Partition(route=route, namespace=namespace, alerts=list(notification.alerts))
     return AgentRun.model_validate(
         {
@@ -178,7 +182,7 @@ def make_run(case: Case) -> AgentRun:
                 "uid": f"00000000-0000-4000-8000-{abs(hash_name(case.name)):012d}"[:36],
                 "generation": 1,
             },
-            "spec": {"agentRef": "sre", "input": routing.run_input(part, notification)},
+            "spec": {"agentRef": AGENT_NAME, "input": routing.run_input(part, notification)},
         }
     )
 

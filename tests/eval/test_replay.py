@@ -12,8 +12,9 @@ import json
 import os
 
 import pytest
+import yaml
 
-from agentrun.api import EventType
+from agentrun.api import AgentSpec, EventType
 from agentrun.engine.policy import Policy
 from agentrun.llm.model import ModelClient
 from tests.eval import harness
@@ -50,6 +51,28 @@ def test_model_requests_match_the_recording(name: str) -> None:
     out = asyncio.run(harness.replay(case))
     diff = harness.golden_diff(case, out)
     assert diff is None, diff
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_case_runs_as_the_charts_default_agent_with_its_prefetch(name: str) -> None:
+    """One definition: the Agent the chart installs is the one each case runs (its model
+    aside), and its prefetch (runbook, the alert's workload, Warning events) is answered from
+    the recording and reaches the first model request."""
+    case = harness.load_case(name)
+    shipped = AgentSpec.model_validate(yaml.safe_load(harness.AGENT_FILE.read_text())["spec"])
+    used = harness.agent_spec(case)
+    assert used.model.name == harness.REPLAY_MODEL
+    assert used.model_copy(update={"model": shipped.model}) == shipped
+    out = asyncio.run(harness.replay(case))
+    assert out.run is not None
+    prefetched = [e for e in out.run.status.thread if e.step == 0]
+    calls = [e.tool for e in prefetched if e.type is EventType.TOOL_CALL]
+    assert (
+        calls == [p.tool for p in shipped.prefetch] == ["runbook", "alert-workload", "k8s-events"]
+    )
+    assert not out.missing, out.missing
+    first = json.dumps(out.requests[0]["messages"])
+    assert "resolvedFrom" in first  # the workload, resolved from the alert's labels
 
 
 def test_replay_is_deterministic() -> None:

@@ -252,6 +252,11 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     assert cm["data"] == prompts
     tools = _get(cluster, "agenttools", "-n", ns)
     assert {"k8s-get", "rollout-restart"} <= {t["metadata"]["name"] for t in tools["items"]}
+    # The default Agent, accepted by the 1.20 apiserver: the chart's agents/sre-agent.yaml.
+    default_agent = _get(cluster, "agent", "sre-agent", "-n", ns)["spec"]
+    shipped = yaml.safe_load((CHART / "agents" / "sre-agent.yaml").read_text())["spec"]
+    assert default_agent["prefetch"] == shipped["prefetch"]
+    assert set(default_agent["tools"]) == {t["metadata"]["name"] for t in tools["items"]}
     stack.wait_for(lambda: stack._has_token(cluster, ns), 30, f"tool ServiceAccount tokens in {ns}")
 
     # ---- an AgentRun, served by the chart's operator -----------------------------------------
