@@ -422,6 +422,9 @@ class LocalCluster:
                 f"--feature-gates={FEATURE_GATES}",
                 f"--runtime-config={RUNTIME_CONFIG}",
                 "--profiling=false",
+                # a real node: webhooks behind Services are called at their pods' IPs (the
+                # host routes the node's pod subnet; no kube-proxy runs in its namespace)
+                *([] if self.local_node else ["--enable-aggregator-routing=true"]),
                 "--v=1",
             ],
         )

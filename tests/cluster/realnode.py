@@ -53,8 +53,6 @@ from .procs import alive, kill_tree, start_time
 IMAGE_SH = REPO / "tests" / "image" / "build.sh"
 DEPS_SH = REPO / "tests" / "setup" / "realnode-deps.sh"
 SLOTS = 16
-POD_SUBNET = "10.88.78.0/24"
-POD_GATEWAY = "10.88.78.1"
 CNI_BIN = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
 # What the kubelet sets at start (pkg/kubelet/cm/container_manager_linux.go, with
@@ -208,6 +206,10 @@ class RealNode:
     @property
     def node_ip(self) -> str:
         return f"10.201.{self.slot}.2"
+
+    @property
+    def pod_subnet(self) -> str:
+        return f"10.88.{self.slot}.0/24"
 
     @property
     def state_file(self) -> Path:
@@ -402,6 +404,9 @@ class RealNode:
         Path(f"/proc/sys/net/ipv6/conf/{self.veth}/disable_ipv6").write_text("1\n")
         _sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.veth)
         _sh("ip", "link", "set", self.veth, "up")
+        # the apiserver reaches pods (webhooks and aggregated APIs behind Services) by their
+        # IPs; the route goes with the veth
+        _sh("ip", "route", "add", self.pod_subnet, "via", self.node_ip, "dev", self.veth)
         script = "; ".join(
             [
                 "set -e",
@@ -409,10 +414,13 @@ class RealNode:
                 "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
                 f"ip addr add {self.node_ip}/30 dev eth0",
                 "ip link set eth0 up",
-                # pods (forwarded) and the node (new connections) never send out of eth0;
-                # mangle, because kube-proxy puts ACCEPT rules first in filter FORWARD
+                # pods (forwarded) and the node (new connections) never send out of eth0,
+                # only answer; mangle, because kube-proxy puts ACCEPT rules first in filter
+                "iptables -t mangle -A FORWARD -o eth0 -m conntrack"
+                " --ctstate ESTABLISHED,RELATED -j ACCEPT",
                 "iptables -t mangle -A FORWARD -o eth0 -j DROP",
                 "iptables -t mangle -A OUTPUT -o eth0 -m conntrack --ctstate NEW -j DROP",
+                "iptables -A FORWARD -o eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
                 "iptables -A FORWARD -o eth0 -j DROP",
             ]
         )
@@ -428,6 +436,7 @@ class RealNode:
         for sub in ("containerd/root", "containerd/state", "containerd/opt", "cni/net.d"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         config = d / "containerd" / "config.toml"
+        gateway = self.pod_subnet.replace(".0/24", ".1")
         config.write_text(
             CONTAINERD_CONFIG.format(
                 dir=d, sock=self.socket, pause=self.images["pause"].ref, cni_bin=CNI_BIN, runc=RUNC
@@ -448,7 +457,7 @@ class RealNode:
                             "ipam": {
                                 "type": "host-local",
                                 "dataDir": str(d / "cni" / "ipam"),
-                                "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
+                                "ranges": [[{"subnet": self.pod_subnet, "gateway": gateway}]],
                                 "routes": [{"dst": "0.0.0.0/0"}],
                             },
                         }
@@ -551,10 +560,29 @@ class RealNode:
                 kubeconfig=d / f"{self.name}-proxy.kubeconfig",
                 name=self.name,
                 ip=self.node_ip,
-                cidr=POD_SUBNET,
+                cidr=self.pod_subnet,
             )
         )
         self._spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={config}", "--v=1"])
+
+    def expose(self, port: int) -> str:
+        """Make ``127.0.0.1:port`` of the host (a test's server) reachable from pods at the
+        returned ``NODE_IP:port``: a forwarder, like the apiserver's. The only way out."""
+        name = f"forwarder-{port}"
+        fwd = self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster.fwd",
+                f"/proc/{self._holder().pid}/ns/net",
+                f"{self.node_ip}:{port}",
+                f"127.0.0.1:{port}",
+            ],
+            in_node=False,
+        )
+        self._wait(fwd, lambda: "listening" in Path(fwd.log).read_text(), f"{name} listening")
+        return f"{self.node_ip}:{port}"
 
     # ---- processes and readiness ---------------------------------------------------------
     def _spawn(
