@@ -2,7 +2,10 @@
 operator runs as a container under its ServiceAccount, the apiserver reaches its approval
 webhook through the chart's Service (no `webhook.url`), and an AgentRun runs end to end:
 a read tool Job and an approved write Job run `agentrun-tool` inside the image under the
-Job's full securityContext. Tier: real node (tests/integration/test_chart.py is the same
+Job's full securityContext. A tool writing to its read-only root filesystem fails clearly,
+one over its memory limit is OOM-killed and the run says so, and the operator pod deleted
+while the run waits for approval is replaced by its Deployment and the run finishes.
+Tier: real node (tests/integration/test_chart.py is the same
 install on the stand-in, with `webhook.url` and the operator as a local process)."""
 
 from __future__ import annotations
@@ -32,6 +35,31 @@ def model(realnode: RealNode) -> Iterator[tuple[ScriptedModelServer, str]]:
         yield server, f"http://{realnode.expose(port)}/v1"
     finally:
         server.stop()
+
+
+def _fault_tool(name: str, command: list[str], memory: str = "256Mi") -> dict[str, Any]:
+    """A read AgentTool running `command` in the operator's tool image (no `builtin`)."""
+    return {
+        "apiVersion": "agentrun.dev/v1alpha1",
+        "kind": "AgentTool",
+        "metadata": {"name": name},
+        "spec": {
+            "description": f"fault tool {name}",
+            "effect": "read",
+            "command": command,
+            "timeoutSeconds": 60,
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "32Mi"},
+                "limits": {"cpu": "500m", "memory": memory},
+            },
+        },
+    }
+
+
+ROFS = _fault_tool("write-root", ["sh", "-c", "echo x > /state && echo wrote"])
+HOG = _fault_tool(
+    "memory-hog", ["python3", "-c", "x = bytearray(256 * 1024 * 1024)"], memory="64Mi"
+)
 
 
 def _get(cluster: LocalCluster, *args: str) -> dict[str, Any]:
@@ -91,12 +119,19 @@ def test_chart_operator_runs_an_agentrun_in_containers(
         }
         name = f"scripted-{ns}"
         write = {"tool": "rollout-restart", "arguments": {"name": "web", "namespace": ns}}
-        server.set_scripts({name: [READ, write, done("web restarted in containers.")]})
+        faults = [
+            {"tool": "write-root", "arguments": {}},
+            {"tool": "memory-hog", "arguments": {}},
+        ]
+        server.set_scripts({name: [READ, *faults, write, done("web restarted in containers.")]})
+        tools = ["k8s-get", "write-root", "memory-hog", "rollout-restart"]
         stack.apply(
             cluster,
             [
                 workload,
-                stack.agent_manifest("agent", ns, name, model_url, ["k8s-get", "rollout-restart"]),
+                {**ROFS, "metadata": {"name": "write-root", "namespace": ns}},
+                {**HOG, "metadata": {"name": "memory-hog", "namespace": ns}},
+                stack.agent_manifest("agent", ns, name, model_url, tools),
                 stack.run_manifest("run", ns, "agent", "Investigate web."),
             ],
         )
@@ -115,7 +150,29 @@ def test_chart_operator_runs_an_agentrun_in_containers(
                 run = cluster.kubectl("get", "agentrun", "run", "-n", ns, "-o", "yaml")
                 raise AssertionError(f"{err}\n{run.stdout}\n{log.stdout[-4000:]}") from None
 
-        pending = phase("AwaitingApproval")["pendingAction"]
+        waiting = phase("AwaitingApproval")
+        pending = waiting["pendingAction"]
+        results = {
+            e["step"]: json.dumps(e)
+            for e in waiting["thread"]
+            if e["type"] in ("ToolResult", "Error") and e["step"] in (2, 3)
+        }
+        assert "Read-only file system" in results[2], results
+        assert "OOMKilled" in results[3] and "137" in results[3], results
+
+        # the operator pod dies while the run waits: its Deployment replaces it
+        old = pod["metadata"]["name"]
+        cluster.kubectl("delete", "pod", old, "-n", system_ns, "--grace-period=1")
+        selector = f"app.kubernetes.io/instance={rel}"
+
+        def replaced() -> str | None:
+            for p in _get(cluster, "pods", "-n", system_ns, "-l", selector)["items"]:
+                ready = [c for c in p["status"].get("conditions", []) if c["type"] == "Ready"]
+                if p["metadata"]["name"] != old and ready and ready[0]["status"] == "True":
+                    return str(p["metadata"]["name"])
+            return None
+
+        pod["metadata"]["name"] = stack.wait_for(replaced, 120, "a new operator pod Ready")
         annotate = ("annotate", "agentrun", "run", "-n", ns)
         approve = f"agentrun.dev/approve={pending['actionHash']}"
         cluster.kubectl("create", "rolebinding", "erin", "-n", ns, "--clusterrole=edit",
@@ -142,14 +199,21 @@ def test_chart_operator_runs_an_agentrun_in_containers(
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
         assert status["approvals"][0]["approver"] == "alice"  # stamped by the webhook
         jobs = _get(cluster, "jobs", "-n", ns, "-l", "agentrun.dev/run=run")["items"]
-        assert len(jobs) == 2
+        assert len(jobs) == 4
+        phases = {}
         for job in jobs:
             pods = _get(cluster, "pods", "-n", ns, "-l", f"job-name={job['metadata']['name']}")
             (tool_pod,) = pods["items"]
             assert tool_pod["spec"]["nodeName"] == realnode.name
             assert tool_pod["spec"]["containers"][0]["image"] == realnode.image
             assert tool_pod["spec"]["securityContext"]["runAsUser"] == TOOL_UID
-            assert tool_pod["status"]["phase"] == "Succeeded"
+            phases[job["metadata"]["labels"]["agentrun.dev/tool"]] = tool_pod["status"]["phase"]
+        assert phases == {
+            "k8s-get": "Succeeded",
+            "write-root": "Failed",
+            "memory-hog": "Failed",
+            "rollout-restart": "Succeeded",
+        }
         web = _get(cluster, "deployment", "web", "-n", ns)
         assert (
             "kubectl.kubernetes.io/restartedAt"
