@@ -101,12 +101,13 @@ bench: venv cluster-bin
 	$(PY) -m benchmarks.scale --sizes 100,200,500 $(BENCH_ARGS)
 	$(MAKE) bench-incident
 
-# Alert -> first model request and -> write proposed with a four-call prefetch, at 1, 100 and
-# 500 incidents, as Job round trips; then operator memory per run in flight (500 -> 2,000).
+# Alert -> first model request and -> write proposed with a four-call prefetch, at 1, 100, 500
+# and 2,000 incidents, as Job round trips; operator memory per run in flight (500 -> 2,000).
+# Then the shipped tools (agentrun-tool, ~1 CPU-second a call here) at 1 and 100.
 bench-incident: venv cluster-bin
-	$(PY) -m benchmarks.incident --sizes 1,100,500 $(INCIDENT_ARGS)
-	$(PY) -m benchmarks.incident --sizes 500,2000 --tools echo --alert create \
-		--workdir .local/bench-memory $(INCIDENT_ARGS)
+	$(PY) -m benchmarks.incident --sizes 1,100,500,2000 $(INCIDENT_ARGS)
+	$(PY) -m benchmarks.incident --sizes 1,100 --tools builtin \
+		--workdir .local/bench-incident-builtin $(INCIDENT_ARGS)
 
 # Prompt tokens per step, compacted vs naive (pure; see docs/benchmarks.md).
 .PHONY: bench-context

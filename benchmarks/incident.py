@@ -1,50 +1,52 @@
 """What the on-call engineer feels: alert -> evidence -> proposed fix (`make bench`, issue 17).
 
-For each size N (default 1, 100, 500 incidents at once) the benchmark prepares a fresh
-namespace `incident-N` (tool ServiceAccounts, the tool catalog, a Deployment `web`), an
+For each size N (default 1, 100, 500 and 2,000 incidents at once) the benchmark prepares a
+fresh namespace `incident-N` (tool ServiceAccounts, the tool catalog, a Deployment `web`), an
 Agent that prefetches four read tools before its first model call and a fresh operator
-watching only that namespace, and fires N alerts at once. Each alert is an Alertmanager
-webhook (version 4, a group of its own) POSTed to the alert receiver (`agentrun-receiver`,
-its own process, as the chart deploys it), which creates the AgentRun; `--alert create`
-creates the same AgentRun directly (the receiver's own manifest, `routing.run_manifest`).
+watching only that namespace, and fires N alerts at once (8 threads; at N=1, 10 incidents
+one after another). An alert is an Alertmanager webhook (version 4, a group of its own) made
+into the AgentRun the receiver would create (`routing.run_manifest`), created directly; with
+`--alert receiver` it is POSTed to `agentrun-receiver` (its own process, as the chart deploys
+it), which creates the run.
 
 The Agent's four prefetch calls, filled from the alert's labels:
 
-    runbook         {alert: <alertname>}                       the team's runbook
-    k8s-events      {namespace: <namespace>, type: Warning}    what the cluster says
-    recent-deploys  {name: <deployment>, namespace: ...}       did something ship?
+    runbook         {alert: <alertname>}                        the team's runbook
+    k8s-events      {namespace: <namespace>, type: Warning}     what the cluster says
+    recent-deploys  {name: <deployment>, namespace: ...}        did something ship?
     k8s-describe    {kind: Deployment, name: <deployment>, ...} the workload now
 
 then the scripted model (answers at once) proposes `rollout-restart` of the Deployment: the
 run waits in phase AwaitingApproval, which ends the incident here (nobody approves). With
-`--tools builtin` (default) the four are the shipped tools (`agentrun-tool` in the tool
-image, run by the local node as a local process); with `--tools echo` the same four tools
-(names, read effect, ServiceAccount) each print a fixed result envelope with `sh -c`, so that
-thousands of tool pods stay cheap on this machine (the memory sizes).
+`--tools echo` (default) the four tools keep their names, read effect, ServiceAccount and
+image, and each prints a fixed result envelope with `sh -c`, so that thousands of tool pods
+stay cheap on the local node; `--tools builtin` runs the shipped tools (`agentrun-tool`,
+about 1 CPU-second per call on this machine, so at 100 incidents and more the tool processes
+fill a 2-core machine and every figure measures them).
 
 Per incident, with time.time() in this one process (* = arrival at our own watch):
 
-  alert -> created              POST sent -> the receiver's answer (the run is created)
-  alert -> first model request  POST sent -> the model server receives step 1
-  alert -> write proposed       POST sent -> the run's phase AwaitingApproval seen*
+  alert -> created              create (or POST) sent -> answered: the run exists
+  alert -> first model request  sent -> the model server receives step 1
+  alert -> write proposed       sent -> the run's phase AwaitingApproval seen*
   created -> first model req.   the operator's share (the receiver's queue taken out)
 
 The unit is one Job round trip measured in the same run: a bare Job like one tool call's
 (same command, ServiceAccount, security context; labels the operator ignores), created and
 watched until its pod succeeded* (or the Job Complete*, if first), which is when the
-operator may step. It is measured idle before each size (the reference at N=1, where the
-incidents run one after another) and back to back during the load (the reference at N>1:
-it waits in the same queues as the tool Jobs).
+operator may step. It is measured idle before each size (the unit at N=1, where the
+incidents run one after another) and back to back during the load (the unit at N>1: it
+waits in the same queues as the tool Jobs).
 
 Also per size: apiserver_request_total from the apiserver's own /metrics before and after
 the load, by verb and resource, per step (a step = one tool call or one model call) and per
-incident; the operator's RSS (VmRSS with all N runs parked in AwaitingApproval, VmHWM) and
-its growth per run in flight (over the idle RSS before the load, and as the slope between
-the two largest sizes); CPU seconds per component; p99 created -> first model request.
+incident, with the unit sampler's own Jobs taken out (their cost measured idle); apiserver
+time by request; the Events made, by component and reason; the operator's RSS (VmRSS with
+all N runs parked in AwaitingApproval, and VmHWM) and its growth per run in flight, also as
+the slope between the two largest sizes; CPU seconds per component.
 
-    python -m benchmarks.incident [--sizes 1,100,500] [--tools builtin|echo]
-                                  [--alert receiver|create] [--operator-env KEY=VALUE ...]
-    python -m benchmarks.incident --sizes 500,2000 --tools echo --alert create   # memory
+    python -m benchmarks.incident [--sizes 1,100,500,2000] [--tools echo|builtin]
+                                  [--alert create|receiver] [--operator-env KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ import yaml
 from kubernetes import client as k8s
 
 from agentrun.receiver import routing
-from benchmarks.scale import RssSampler, proc_cpu, proc_mem
+from benchmarks.scale import RssSampler, proc_cpu, proc_mem, request_seconds
 from benchmarks.step_overhead import (
     LABEL_RUN,
     Watcher,
@@ -597,6 +599,7 @@ class SizeResult:
     job_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # per bare Job
     bare_jobs: int = 0  # bare Jobs the sampler made during the load
     events: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    latency: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     rss_idle: float = float("nan")
     rss_end: float = float("nan")
@@ -783,7 +786,8 @@ class Bench:
         if receiver is not None and receiver.proc is not None:
             extra["receiver"] = receiver.proc.pid
         res.load_start = loadavg()
-        before = request_counts(request_samples(metrics_api))
+        before_samples = request_samples(metrics_api)
+        before = request_counts(before_samples)
         before_cpu = self.cpu_now(extra)
         jobs_before = clock.count
         load_start = time.time()
@@ -813,13 +817,19 @@ class Bench:
             res.elapsed = last - t0
             time.sleep(2.0)  # every run parked: what the operator keeps for N runs in flight
             after_cpu = self.cpu_now(extra)
-            after = request_counts(request_samples(metrics_api))
+            after_samples = request_samples(metrics_api)
+            after = request_counts(after_samples)
             res.load_end = loadavg()
             mem = rss.stop()
             res.rss_end = mem.get("VmRSS", float("nan"))
             res.rss_peak = mem.get("VmHWM", float("nan"))
             self.stop_all()
         res.requests_raw = after - before
+        secs_before, secs_after = request_seconds(before_samples), request_seconds(after_samples)
+        for key, (total, count) in secs_after.items():
+            prev = secs_before.get(key, [0.0, 0.0])
+            if count - prev[1] >= 1 and key[0] != "WATCH":
+                res.latency[key] = ((total - prev[0]) / (count - prev[1]), count - prev[1])
         res.requests = Counter(
             {
                 k: max(0, round(v - res.bare_jobs * res.job_cost.get(k, 0.0)))
@@ -1001,6 +1011,11 @@ def report(res: SizeResult) -> None:
             f"{sum(res.job_cost.values()):.1f} requests each, measured idle; with them "
             f"{raw / max(res.steps, 1):.2f} per step)"
         )
+    slow = sorted(((m * c, k, m, c) for k, (m, c) in res.latency.items()), reverse=True)
+    say(
+        "  apiserver time by request, the most total time first (mean ms x count): "
+        + ", ".join(f"{k[0]} {k[1]} {m * 1000:.0f} x {c:.0f}" for _, k, m, c in slow[:8])
+    )
     if res.events:
         say(
             "  Events created during the load, per run (component, object, reason): "
@@ -1008,9 +1023,13 @@ def report(res: SizeResult) -> None:
                 f"{c} {k} {r} {v / res.ok:.2f}" for (c, k, r), v in res.events.most_common(12)
             )
         )
+    # Per run only where the runs outweigh the allocator's noise (a few MiB).
+    growth = (
+        f" (+{(res.rss_end - res.rss_idle) * 1024 / res.n:.1f} KiB per run)" if res.n >= 100 else ""
+    )
     say(
         f"  operator RSS: idle {res.rss_idle:.0f} MiB, with {res.n} runs parked "
-        f"{res.rss_end:.0f} MiB (+{(res.rss_end - res.rss_idle) * 1024 / res.n:.1f} KiB per run), "
+        f"{res.rss_end:.0f} MiB{growth}, "
         f"peak (VmHWM) {res.rss_peak:.0f} MiB; operator log ERROR/Traceback lines: "
         f"{res.log_problems}"
     )
@@ -1077,25 +1096,34 @@ def main(argv: Iterable[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--sizes", default="1,100,500", help="incidents at once, comma-separated")
+    parser.add_argument(
+        "--sizes",
+        default="1,100,500,2000",
+        help="incidents at once, comma-separated (memory: the slope between the last two)",
+    )
     parser.add_argument(
         "--tools",
         choices=("builtin", "echo"),
-        default="builtin",
-        help="the four prefetch tools: the shipped ones, or the same names printing a fixed "
-        "envelope (cheap: for thousands of runs)",
+        default="echo",
+        help="the four prefetch tools: the same names printing a fixed envelope (default: "
+        "cheap, so the control plane and not the tool processes fill this machine), or the "
+        "shipped ones (agentrun-tool, about 1 CPU-second each on the local node)",
     )
     parser.add_argument(
         "--alert",
         choices=("receiver", "create"),
-        default="receiver",
-        help="how an alert arrives: POST to agentrun-receiver, or the AgentRun created directly",
+        default="create",
+        help="how an alert arrives: the receiver's AgentRun created directly (default), or a "
+        "POST to agentrun-receiver (it handles one alert at a time: --create-threads alerts "
+        "wait in its queue)",
     )
     parser.add_argument(
         "--single-rounds", type=int, default=10, help="at N=1: incidents one after another"
     )
     parser.add_argument("--job-samples", type=int, default=10, help="idle Job round trips")
-    parser.add_argument("--create-threads", type=int, default=8, help="alerts sent at once")
+    parser.add_argument(
+        "--create-threads", type=int, default=8, help="alerts sent (runs created) at once"
+    )
     parser.add_argument("--size-timeout-base", type=float, default=300)
     parser.add_argument("--size-timeout-per-run", type=float, default=3.0)
     parser.add_argument(
