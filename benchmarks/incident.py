@@ -589,6 +589,7 @@ class SizeResult:
     answer_proposed: list[float] = field(default_factory=list)
     prefetch_span: list[float] = field(default_factory=list)  # first tool Job ADDED* -> last done*
     tool_jobs: list[int] = field(default_factory=list)  # tool Jobs per run before step 1
+    evidence: Counter[str] = field(default_factory=Counter)  # prefetch results by thread type
     tool_time: list[float] = field(default_factory=list)  # tool Job ADDED* -> done*
     model_calls: int = 0
     job_idle: list[float] = field(default_factory=list)
@@ -837,6 +838,7 @@ class Bench:
             }
         )
         try:
+            res.evidence = self._evidence(ns, {x.run for x in incidents.values() if x.run})
             res.events = self._events(ns, load_start - 1.0)
         except Exception as e:  # a diagnostic only
             say(f"  (listing Events failed: {type(e).__name__}: {e})")
@@ -852,6 +854,21 @@ class Bench:
         if res.failed:
             say(f"  operator log ({log}) tail:\n{op.log_tail(30)}")
         return res
+
+    def _evidence(self, ns: str, runs: set[str]) -> Counter[str]:
+        """The prefetch results (step 0) the runs' threads hold, by type: what the model got."""
+        custom: Any = k8s.CustomObjectsApi(self.api())
+        data = custom.list_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, _preload_content=False
+        ).data
+        out: Counter[str] = Counter()
+        for run in json.loads(data)["items"]:
+            if run["metadata"]["name"] not in runs:
+                continue
+            for event in (run.get("status") or {}).get("thread") or []:
+                if event.get("step") == 0 and event.get("type") in ("ToolResult", "Error"):
+                    out[str(event["type"])] += 1
+        return out
 
     def _events(self, ns: str, since: float) -> Counter[tuple[str, str, str]]:
         """Events of the namespace made during the load: (component, involved kind, reason)
@@ -997,6 +1014,11 @@ def report(res: SizeResult) -> None:
         "  tool Jobs per run before its first model request: "
         + ", ".join(f"{k} ({v} runs)" for k, v in sorted(jobs.items()))
         + f"; model calls {res.model_calls} for {res.ok} runs"
+    )
+    say(
+        "  prefetched evidence in the runs' threads: "
+        + ", ".join(f"{v} {k}" for k, v in res.evidence.most_common())
+        + f" (of {len(PREFETCH) * res.ok}; an Error is a call that failed or timed out)"
     )
     say(
         f"  apiserver requests, all clients (/metrics delta over the load; a step = one tool "
