@@ -35,8 +35,8 @@ The unit is one Job round trip measured in the same run: a bare Job like one too
 (same command, ServiceAccount, security context; labels the operator ignores), created and
 watched until its pod succeeded* (or the Job Complete*, if first), which is when the
 operator may step. It is measured idle before each size (the unit at N=1, where the
-incidents run one after another) and back to back during the load (the unit at N>1: it
-waits in the same queues as the tool Jobs).
+incidents run one after another) and during the load, three at a time, each back to back
+(`--job-probes`; the unit at N>1: they wait in the same queues as the tool Jobs).
 
 Also per size: apiserver_request_total from the apiserver's own /metrics before and after
 the load, by verb and resource, per step (a step = one tool call or one model call) and per
@@ -426,24 +426,29 @@ def watchers(api: k8s.ApiClient, ns: str, seen: Seen, selector: str) -> list[Wat
 
 
 class JobClock:
-    """Bare Jobs created one at a time and watched to completion (the unit of the ratios)."""
+    """Bare Jobs created and watched to completion (the unit of the ratios): one at a time
+    idle; during the load, `probes` at a time, each back to back."""
 
     def __init__(self, cluster: LocalCluster, ns: str, tools: str, image: str) -> None:
-        self.ns, self.tools, self.image = ns, tools, image
-        self.api = new_api(cluster.kubeconfig)
+        self.cluster, self.ns, self.tools, self.image = cluster, ns, tools, image
         self.seen = Seen()
         self.watchers = watchers(new_api(cluster.kubeconfig), ns, self.seen, LABEL_BARE)
         self.count = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()  # one ApiClient per thread
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.under_load: list[float] = []
         self.errors = 0
 
     def round_trip(self, timeout: float = 900) -> float:
-        self.count += 1
-        name = f"job-rtt-{self.count:04d}"
+        with self._lock:
+            self.count += 1
+            name = f"job-rtt-{self.count:04d}"
+        if not hasattr(self._local, "api"):
+            self._local.api = new_api(self.cluster.kubeconfig)
         body: Any = bare_job(self.ns, name, self.tools, self.image)
-        batch: Any = k8s.BatchV1Api(self.api)
+        batch: Any = k8s.BatchV1Api(self._local.api)
         sent = time.time()
         batch.create_namespaced_job(self.ns, body, _preload_content=False)
 
@@ -463,28 +468,35 @@ class JobClock:
     def sample(self, count: int) -> list[float]:
         return [self.round_trip() for _ in range(count)]
 
-    def start_sampling(self) -> None:
+    def start_sampling(self, probes: int) -> None:
         self._stop.clear()
         self.under_load = []
-        self._thread = threading.Thread(target=self._loop, name="job-rtt", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"job-rtt-{i}", daemon=True)
+            for i in range(probes)
+        ]
+        for t in self._threads:
+            t.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 rtt = self.round_trip()
             except Exception:
-                self.errors += not self._stop.is_set()
+                if not self._stop.is_set():
+                    self.errors += 1
+                    self._stop.wait(1.0)
                 continue
             if not self._stop.is_set():  # a Job cut short by the end of the load is not kept
-                self.under_load.append(rtt)
+                with self._lock:
+                    self.under_load.append(rtt)
 
     def stop_sampling(self) -> list[float]:
         self._stop.set()
         with self.seen.cond:
             self.seen.cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(30)
+        for t in self._threads:
+            t.join(30)
         return self.under_load
 
     def close(self) -> None:
@@ -793,7 +805,7 @@ class Bench:
         jobs_before = clock.count
         load_start = time.time()
         if n > 1:
-            clock.start_sampling()
+            clock.start_sampling(self.args.job_probes)
         incidents: dict[str, Incident] = {}
         t0 = time.time()
         timeout = self.args.size_timeout_base + self.args.size_timeout_per_run * n
@@ -994,7 +1006,7 @@ def report(res: SizeResult) -> None:
     say(
         f"  Job round trip: idle median {fmt_s(statistics.median(res.job_idle))} s; under the "
         f"load median {fmt_s(statistics.median(res.job_load or [float('nan')]))} s, p90 "
-        f"{fmt_s(pct(res.job_load, 0.9))} s ({len(res.job_load)} bare Jobs back to back"
+        f"{fmt_s(pct(res.job_load, 0.9))} s ({len(res.job_load)} bare Jobs"
         f"{f', {res.job_errors} errors' if res.job_errors else ''}); unit: {fmt_s(ref)} s "
         f"({res.ref_name})"
     )
@@ -1144,6 +1156,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     parser.add_argument("--job-samples", type=int, default=10, help="idle Job round trips")
     parser.add_argument(
+        "--job-probes", type=int, default=3, help="bare Jobs in flight during the load (N>1)"
+    )
+    parser.add_argument(
         "--create-threads", type=int, default=8, help="alerts sent (runs created) at once"
     )
     parser.add_argument("--size-timeout-base", type=float, default=300)
@@ -1166,8 +1181,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
         parser.error("--sizes takes integers, e.g. 1,100,500")
-    if not sizes or min(sizes) < 1 or args.single_rounds < 1 or args.job_samples < 1:
-        parser.error("--sizes, --single-rounds and --job-samples must be positive")
+    if (
+        not sizes
+        or min(sizes) < 1
+        or args.single_rounds < 1
+        or args.job_samples < 1
+        or args.job_probes < 1
+    ):
+        parser.error("--sizes, --single-rounds, --job-samples and --job-probes must be positive")
     if any("=" not in kv for kv in args.operator_env):
         parser.error("--operator-env takes KEY=VALUE")
     operator_env = dict(kv.split("=", 1) for kv in args.operator_env)
