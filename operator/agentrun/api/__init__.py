@@ -19,6 +19,10 @@ ANNOTATION_DECIDED_BY = f"{GROUP}/decided-by"
 LABEL_RUN = f"{GROUP}/run"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_TOOL = f"{GROUP}/tool"
+LABEL_FORK_OF = f"{GROUP}/fork-of"  # on a fork created by the CLI: its source's name
+
+# A fork copies at most as many events as a thread holds (engine.core.MAX_THREAD_EVENTS).
+FORK_MAX_EVENTS = 200
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TOOL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
@@ -262,13 +266,6 @@ class RunInput(Model):
     )
 
 
-class AgentRunSpec(Model):
-    agentRef: str = Field(pattern=NAME_PATTERN, max_length=253, description="Agent to run.")
-    input: RunInput
-    limits: Limits = Field(default_factory=Limits, description="Overrides the Agent's defaults.")
-    cancel: bool = Field(default=False, description="Set true to stop the run.")
-
-
 class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
@@ -308,6 +305,10 @@ class ThreadEvent(Model):
     jobUID: str | None = Field(default=None, description="uid of the Job the result came from.")
     specDigest: str | None = Field(default=None, description="Digest of the tool spec that ran.")
     outputRef: str | None = Field(default=None, description="ConfigMap with the raw output.")
+    inheritedFrom: str | None = Field(
+        default=None,
+        description="For an event a fork inherited: the run it happened in (not this one).",
+    )
 
 
 class ActionState(StrEnum):
@@ -400,6 +401,46 @@ class PromptRef(Model):
 
 class RunResult(Model):
     answer: str = ""
+
+
+class ForkOf(Model):
+    """The run a fork continues: its events up to `step`, copied when the fork was created
+    (`kubectl agentrun fork`), so the fork needs nothing of its source afterwards."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=253, description="The source run.")
+    uid: str = Field(max_length=64, description="The source run's uid (which run it was).")
+    step: int = Field(ge=0, le=1000, description="The last step taken from the source.")
+    events: list[ThreadEvent] = Field(
+        max_length=FORK_MAX_EVENTS,
+        description=(
+            "The source's thread up to `step` (bounded like a thread): the fork's thread "
+            "starts with them, marked inherited. Context for the model only: no approval, "
+            "Job or hash of the fork derives from them."
+        ),
+    )
+    omitted: int = Field(
+        default=0, ge=0, description="Events of the source's steps up to `step` not copied."
+    )
+    promptRef: PromptRef | None = Field(default=None, description="The source's prompt.")
+
+
+class AgentRunSpec(Model):
+    agentRef: str = Field(pattern=NAME_PATTERN, max_length=253, description="Agent to run.")
+    input: RunInput
+    limits: Limits = Field(default_factory=Limits, description="Overrides the Agent's defaults.")
+    cancel: bool = Field(default=False, description="Set true to stop the run.")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "Overrides the name of the Agent's model; its endpoint and key stay the Agent's."
+        ),
+    )
+    prompt: PromptSelector | None = Field(default=None, description="Overrides the Agent's prompt.")
+    forkOf: ForkOf | None = Field(
+        default=None, description="This run is a fork: it goes on from a step of another run."
+    )
 
 
 class AgentRunStatus(Model):

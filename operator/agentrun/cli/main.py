@@ -445,6 +445,71 @@ def cmd_run(ctx: Context) -> int:
     return WAIT_STOP.get(phase, EXIT_TIMEOUT)
 
 
+def _source(ctx: Context, ref: str) -> tuple[str, str]:
+    """RUN or NAMESPACE/RUN: the source's namespace and name. A fork lives in its source's
+    namespace (its Agent, tools and evidence are there): another one is refused."""
+    namespace, _, name = ref.rpartition("/")
+    if not namespace:
+        return ctx.namespace, name
+    if ctx.args.namespace and namespace != ctx.args.namespace:
+        raise CliError(
+            f"cannot fork {ref} into namespace {ctx.args.namespace}: a fork lives in its "
+            f"source's namespace ({namespace}); use -n {namespace}",
+            EXIT_USAGE,
+        )
+    return namespace, name
+
+
+def cmd_fork(ctx: Context) -> int:
+    from pydantic import ValidationError
+
+    from agentrun.api import AgentRunStatus
+    from agentrun.engine import fork
+
+    args = ctx.args
+    ns, name = _source(ctx, args.run)
+    try:
+        prompt = view.parse_prompt(args.prompt) if args.prompt else None
+    except view.InputError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    source = ctx.kube.get_run(name, ns)
+    try:
+        status = AgentRunStatus.model_validate(source.get("status") or {})
+        fork_of = fork.plan(name, source["metadata"].get("uid", ""), status, args.from_step)
+    except ValidationError as err:
+        raise CliError(f"cannot read the status of {ns}/{name}: {err}") from None
+    except fork.ForkRefused as err:
+        raise CliError(f"cannot fork {ns}/{name}: {err}", EXIT_STATE) from None
+    if args.agent and ctx.kube.agent_exists(args.agent, ns) is False:
+        raise CliError(f'agent "{args.agent}" not found in namespace "{ns}"', EXIT_NOT_FOUND)
+    manifest = view.fork_manifest(
+        source,
+        fork_of.model_dump(mode="json", exclude_none=True),
+        name=args.name or (f"{name[:40]}-fork-s{args.from_step}" if args.dry_run else None),
+        agent=args.agent,
+        model=args.model,
+        prompt=prompt,
+    )
+    if args.dry_run:
+        ctx.print(view.dump(manifest, args.output or "yaml"), end="")
+        return EXIT_OK
+    created = ctx.kube.create_run(manifest)
+    if args.output:
+        ctx.print(view.dump(created, args.output), end="")
+    else:
+        ctx.print(created["metadata"]["name"])
+    spec = manifest["spec"]
+    what = [f"agent {spec['agentRef']}"]
+    what += [f"model {spec['model']}"] if spec.get("model") else []
+    what += [f"prompt {view.prompt_text(spec['prompt'])}"] if spec.get("prompt") else []
+    left = f", {fork_of.omitted} earlier ones left out" if fork_of.omitted else ""
+    ctx.note(
+        f"Forked {ns}/{name} at step {args.from_step}: {len(fork_of.events)} events inherited"
+        f"{left}; step {args.from_step + 1} goes live with {', '.join(what)}"
+    )
+    return EXIT_OK
+
+
 def follow(ctx: Context, name: str, timeout: float | None, every: float = 0.5) -> dict[str, Any]:
     """Follows a run to a terminal phase or one that waits for a human; notes progress."""
     deadline = time.monotonic() + timeout if timeout else None
@@ -562,6 +627,30 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="follow the run until it ends or waits for a human; the exit code says which",
     )
     p.add_argument("--timeout", type=float, help="with --wait: stop waiting after SECONDS")
+    output(p)
+
+    p = command(
+        "fork",
+        "a new run that goes on from a step of RUN with another prompt, model or agent",
+        cmd_fork,
+    )
+    p.add_argument("run", metavar="RUN", help="the source run (NAME or NAMESPACE/NAME)")
+    p.add_argument(
+        "--from-step",
+        type=int,
+        required=True,
+        metavar="N",
+        help="inherit the source's steps 0..N; the fork's model takes step N+1",
+    )
+    p.add_argument("--prompt", metavar="NAME[@VERSION]", help="another prompt (a prompts/ file)")
+    p.add_argument("--model", help="another model name, on the Agent's endpoint")
+    p.add_argument("--agent", help="another Agent (default: the source's)")
+    p.add_argument("--name", help="the fork's name (default: generated, <run>-fork-xxxxx)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the fork's manifest (for kubectl apply) instead of creating it",
+    )
     output(p)
     return parser
 

@@ -7,12 +7,14 @@ to an operator of another version still shows what it can instead of failing val
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agentrun.api import LABEL_FORK_OF, NAME_PATTERN
 from agentrun.api.naming import canonical_json
 from agentrun.engine import actionview
 
@@ -285,7 +287,10 @@ def render_event(event: dict[str, Any], start: Any, style: Style, full: bool) ->
     if args is not None:
         detail = f"{tool} {arguments_text(args)}".strip()
     when = offset(start, event.get("time"))
-    lines = [f"  {head} {detail}".rstrip() + (f"  {style.dim(when)}" if when else "")]
+    inherited = event.get("inheritedFrom")
+    mark = f"  {style.paint(f'[inherited from {inherited}]', 'dim')}" if inherited else ""
+    when = "" if inherited else when  # the source's times, not this run's
+    lines = [f"  {head} {detail}".rstrip() + mark + (f"  {style.dim(when)}" if when else "")]
     content = str(event.get("content") or "")
     # A tool call's content merely repeats the tool and its arguments.
     if content and not (args is not None and content == f"{tool} {canonical_json(args)}"):
@@ -370,6 +375,7 @@ def _render_header(run: Run, now: datetime, style: Style) -> list[str]:
             f"  Prompt:      {prompt.get('name', '')} v{prompt.get('version', '?')} "
             f"(sha256 {short(prompt.get('sha256'))})"
         )
+    out += _render_fork(spec, status)
     out.append(f"  Step:        {status.get('step', 0)}")
     out.append(
         f"  Tokens:      {usage.get('totalTokens', 0)} "
@@ -383,6 +389,29 @@ def _render_header(run: Run, now: datetime, style: Style) -> list[str]:
     failure = _failure_message(status)
     if failure:
         out.append(f"  Reason:      {style.paint(failure, 'red')}")
+    return out
+
+
+def _render_fork(spec: dict[str, Any], status: dict[str, Any]) -> list[str]:
+    """For a fork: its source and step, how many events it inherited, what it overrides."""
+    fork = spec.get("forkOf")
+    if not isinstance(fork, dict):
+        return []
+    inherited = sum(
+        1 for e in status.get("thread") or [] if isinstance(e, dict) and e.get("inheritedFrom")
+    )
+    left = int(status.get("threadDropped") or fork.get("omitted") or 0)
+    out = [
+        f"  Fork of:     {fork.get('name', '?')} (uid {short(fork.get('uid'))}) from step "
+        f"{fork.get('step', '?')}: {inherited} events inherited"
+        + (f", {left} left out for size" if left else "")
+    ]
+    changed = [f"model {spec['model']}"] if spec.get("model") else []
+    prompt = spec.get("prompt")
+    if isinstance(prompt, dict):
+        changed.append(f"prompt {prompt_text(prompt)}")
+    if changed:
+        out.append(f"  Overrides:   {', '.join(changed)}")
     return out
 
 
@@ -409,7 +438,11 @@ def _render_timeline(status: dict[str, Any], style: Style, full: bool) -> list[s
         out.append(style.dim(f"  [{dropped} earlier events dropped for size]"))
     if not thread:
         out.append("  <no events yet>")
+    live = False
     for event in thread:
+        if not live and not event.get("inheritedFrom") and thread[0].get("inheritedFrom"):
+            out.append(style.dim(f"  --- live from step {event.get('step', '?')} ---"))
+        live = live or not event.get("inheritedFrom")
         out += render_event(event, status.get("startTime"), style, full)
     return out
 
@@ -524,6 +557,62 @@ def run_manifest(
         "kind": "AgentRun",
         "metadata": meta,
         "spec": {"agentRef": agent, "input": spec_input},
+    }
+
+
+def parse_prompt(text: str) -> dict[str, str]:
+    """`NAME[@VERSION]` (fork --prompt) as spec.prompt."""
+    name, _, version = text.partition("@")
+    if not re.fullmatch(NAME_PATTERN, name) or (_ and not version):
+        raise InputError(f"--prompt {text!r}: expected NAME or NAME@VERSION (e.g. sre-agent@3)")
+    return {"name": name, "version": version} if version else {"name": name}
+
+
+def prompt_text(prompt: dict[str, Any]) -> str:
+    version = f"@{prompt['version']}" if prompt.get("version") else ""
+    return f"{prompt.get('name', '')}{version}"
+
+
+def fork_manifest(
+    source: Run,
+    fork_of: dict[str, Any],
+    *,
+    name: str | None = None,
+    agent: str | None = None,
+    model: str | None = None,
+    prompt: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The fork of `source`: its input and limits, with another agent, model or prompt.
+
+    What is not changed is the source's: its model override, and, unless another agent is
+    given, the very prompt version it ran with (so a fork differs only in what was asked)."""
+    meta, spec = _meta(source), _spec(source)
+    out: dict[str, Any] = {"agentRef": agent or spec.get("agentRef"), "input": spec.get("input")}
+    if spec.get("limits"):
+        out["limits"] = spec["limits"]
+    if model or spec.get("model"):
+        out["model"] = model or spec.get("model")
+    ran = fork_of.get("promptRef") or {}
+    if prompt is None and agent is None:
+        prompt = spec.get("prompt") or (
+            {"name": ran["name"], "version": ran["version"]} if ran.get("name") else None
+        )
+    if prompt:
+        out["prompt"] = prompt
+    out["forkOf"] = fork_of
+    src = str(meta.get("name", "run"))
+    new_meta: dict[str, Any] = {"namespace": meta.get("namespace")}
+    if name:
+        new_meta["name"] = name
+    else:
+        new_meta["generateName"] = f"{src[:50].rstrip('-.')}-fork-"
+    if len(src) <= 63:
+        new_meta["labels"] = {LABEL_FORK_OF: src}
+    return {
+        "apiVersion": "agentrun.dev/v1alpha1",
+        "kind": "AgentRun",
+        "metadata": new_meta,
+        "spec": out,
     }
 
 

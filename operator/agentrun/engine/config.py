@@ -105,9 +105,22 @@ def read_agent(
             f"spec.agentRef: Agent {run.spec.agentRef!r} not found in namespace {namespace!r}",
         )
     try:
-        return AgentSpec.model_validate(body.get("spec", {}))
+        agent = AgentSpec.model_validate(body.get("spec", {}))
     except ValidationError as err:
         return ConfigError("InvalidAgent", f"Agent {run.spec.agentRef}: {field_path(err)}")
+    return with_overrides(run, agent)
+
+
+def with_overrides(run: AgentRun, agent: AgentSpec) -> AgentSpec:
+    """The Agent as this run uses it: spec.model names another model on the Agent's endpoint
+    (its URL and key unchanged, so still under the admin's allow-list), spec.prompt another
+    prompt of the operator's (a fork's other prompt or model)."""
+    update: dict[str, Any] = {}
+    if run.spec.model is not None:
+        update["model"] = agent.model.model_copy(update={"name": run.spec.model})
+    if run.spec.prompt is not None:
+        update["prompt"] = run.spec.prompt
+    return agent.model_copy(update=update) if update else agent
 
 
 def read_tool(

@@ -32,6 +32,7 @@ from agentrun.api import (
     Decision,
     Effect,
     EventType,
+    ForkOf,
     NotifyEvent,
     PendingAction,
     PendingInput,
@@ -47,6 +48,7 @@ from agentrun.engine import conditions as cond
 from agentrun.engine.config import Config as Config
 from agentrun.engine.config import ConfigError as ConfigError
 from agentrun.engine.config import prefetch_refused
+from agentrun.engine.fork import fork_refusal, inherited_events
 from agentrun.engine.offered import unknown_tool
 from agentrun.engine.templating import MissingValue, fill
 from agentrun.text import clip as clip_text
@@ -411,14 +413,10 @@ def _transition(st: _Step) -> None:
     limits = effective_limits(st.run, config.agent)
     st.config = config
 
-    if status.startTime is None:
-        status.startTime = st.now
-        status.promptRef = config.prompt
-        st.set(cond.RUNNING, ConditionStatus.TRUE, "Started", "Run started")
-        st.set(cond.SUCCEEDED, ConditionStatus.UNKNOWN, "InProgress", "")
-        st.event("Normal", "Started", f"Run started with agent {st.run.spec.agentRef}")
+    if status.startTime is None and not _start(st, config):
+        return
 
-    deadline = parse_time(status.startTime) + timedelta(seconds=limits.timeoutSeconds)
+    deadline = parse_time(status.startTime or st.now) + timedelta(seconds=limits.timeoutSeconds)
     if obs.now >= deadline:
         st.finish(False, "Timeout", f"Run exceeded timeoutSeconds={limits.timeoutSeconds}")
         return
@@ -436,6 +434,44 @@ def _transition(st: _Step) -> None:
         # Wake up at the deadline (or an approval's expiry) even if nothing else happens.
         remaining = (min(deadline, st.wake or deadline) - obs.now).total_seconds()
         st.actions.append(RequeueAfter(seconds=max(1.0, remaining)))
+
+
+def _start(st: _Step, config: Config) -> bool:
+    """Pending -> Running (a fork: at the step it goes on from). False when it failed."""
+    status = st.status
+    status.startTime = st.now
+    status.promptRef = config.prompt
+    st.set(cond.RUNNING, ConditionStatus.TRUE, "Started", "Run started")
+    st.set(cond.SUCCEEDED, ConditionStatus.UNKNOWN, "InProgress", "")
+    st.event("Normal", "Started", f"Run started with agent {st.run.spec.agentRef}")
+    fork = st.run.spec.forkOf
+    return fork is None or _start_fork(st, fork, config)
+
+
+def _start_fork(st: _Step, fork: ForkOf, config: Config) -> bool:
+    """Pending -> Running at step fork.step + 1, the source's events inherited (a fork).
+
+    The inherited events are context for the model only: the fork's approvals, Jobs and
+    hashes are its own (its uid), so nothing of the source runs or counts again, and the
+    prefetch is not run (step 0 is inherited). False when the fork's spec is unusable."""
+    status = st.status
+    refused = fork_refusal(fork)
+    if refused is not None:
+        st.finish(False, "InvalidSpec", refused)
+        return False
+    status.thread, status.threadDropped = bound_thread(
+        inherited_events(fork)[-MAX_THREAD_EVENTS:], fork.omitted
+    )
+    status.threadDropped += max(0, len(fork.events) - MAX_THREAD_EVENTS)
+    status.step = fork.step
+    status.prefetched = len(config.agent.prefetch)
+    st.event(
+        "Normal",
+        "Forked",
+        f"Fork of {fork.name} from step {fork.step}: {len(status.thread)} events inherited"
+        + (f", {status.threadDropped} left out" if status.threadDropped else ""),
+    )
+    return True
 
 
 def _next_model_call(st: _Step, limits: EffectiveLimits) -> None:

@@ -29,7 +29,7 @@ APPROVE_VERB = "approve"
 RESOURCE = "agentruns"
 DEFAULT_APPROVER_ROLE = "agentrun-approver"
 # Fields that make a run what it is; changing them mid-run would rewrite its meaning.
-IMMUTABLE_AFTER_START = ("agentRef", "input")
+IMMUTABLE_AFTER_START = ("agentRef", "input", "model", "prompt", "forkOf")
 
 # The ids of the two handlers; the webhook URL path is "/<id>" (chart: clientConfig.service.path).
 VALIDATE_ID = "validate-agentrun"
