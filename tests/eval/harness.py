@@ -49,6 +49,7 @@ from agentrun.engine.core import (
     CallModel,
     Config,
     CreateJob,
+    InvalidAction,
     JobObservation,
     JobPhase,
     ModelReply,
@@ -100,6 +101,9 @@ class Case:
     alert: dict[str, Any]
     recording: dict[str, Any]
     expected: dict[str, Any]
+    # An exported run (kubectl agentrun export): its name, namespace, uid, agentRef, input
+    # and limits, replayed as they were instead of an alert.json through the receiver.
+    run: dict[str, Any] | None = None
 
     @property
     def golden_path(self) -> Path:
@@ -113,18 +117,27 @@ class Case:
         return [{**r, "tools": r.get("tools", data.get("tools"))} for r in data["requests"]]
 
 
-def case_names() -> list[str]:
-    return sorted(p.name for p in CASES_DIR.iterdir() if (p / "recording.yaml").is_file())
+def shown(path: Path) -> Path:
+    """A path as the user types it: relative to the repository when under it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def load_case(name: str) -> Case:
-    path = CASES_DIR / name
+def case_names(cases_dir: Path = CASES_DIR) -> list[str]:
+    return sorted(p.name for p in cases_dir.iterdir() if (p / "recording.yaml").is_file())
+
+
+def load_case(name: str, cases_dir: Path = CASES_DIR) -> Case:
+    path = cases_dir / name
+    exported = path / "run.yaml"
+    run = yaml.safe_load(exported.read_text()) if exported.is_file() else None
+    alert = {} if run is not None else json.loads((path / "alert.json").read_text())
     return Case(
         name=name,
         path=path,
-        alert=json.loads((path / "alert.json").read_text()),
+        alert=alert,
         recording=yaml.safe_load((path / "recording.yaml").read_text()) or {},
         expected=yaml.safe_load((path / "expected.yaml").read_text()) or {},
+        run=run,
     )
 
 
@@ -155,6 +168,11 @@ def prompt_of(agent: AgentSpec) -> Prompt:
 def make_config(case: Case, model: ModelSpec | None = None) -> tuple[Config, Prompt]:
     agent = agent_spec(case, model)
     catalog = load_catalog()
+    # An exported case brings the tools its run was offered: the shipped catalog's own
+    # definition wins (so a catalog change shows here too), the recorded one fills the rest.
+    for name, spec in (case.recording.get("agentTools") or {}).items():
+        if name not in catalog:
+            catalog[name] = AgentToolSpec.model_validate(spec)
     missing = [t for t in agent.tools if t not in catalog]
     if missing:
         raise ValueError(f"eval agent lists tools missing from {TOOLS_DIR}: {missing}")
@@ -168,7 +186,13 @@ def make_config(case: Case, model: ModelSpec | None = None) -> tuple[Config, Pro
 
 
 def make_run(case: Case) -> AgentRun:
-    """The AgentRun the receiver would create for this alert (its default route)."""
+    """The AgentRun the receiver would create for this alert (its default route), or, for
+    an exported case, the run as it was (same name and uid, so the same Job names)."""
+    if case.run is not None:
+        r = case.run
+        spec = {"agentRef": r["agentRef"], "input": r["input"], "limits": r.get("limits") or {}}
+        meta = {"name": r["name"], "namespace": r["namespace"], "uid": r["uid"], "generation": 1}
+        return AgentRun.model_validate({"metadata": meta, "spec": spec})
     notification = routing.Notification.model_validate(case.alert)
     firing = [a for a in notification.alerts if a.status == "firing"] or notification.alerts
     namespace = firing[0].labels.get("namespace", "default")
@@ -393,7 +417,12 @@ def recorded_model(case: Case) -> ModelFn:
         else:
             entry = {"done": f"recording ended (case {case.name}, step {step})"}
         message = entry_message(entry, lambda i: f"call_{step}_{i}")
-        action = toolcall.parse_reply(ChatCompletionMessage.model_validate(message), config.tools)
+        action: Any = toolcall.parse_reply(
+            ChatCompletionMessage.model_validate(message), config.tools
+        )
+        if "invalid" in entry:
+            # An exported run's invalid reply: its raw text is not kept, the error it gave is.
+            action = InvalidAction(message=str(entry["invalid"]))
         prompt_tokens = estimate_request(messages, definitions)
         completion_tokens = estimate(json.dumps(message))
         usage = Usage(
@@ -593,10 +622,10 @@ def golden_diff(case: Case, out: Outcome, max_lines: int = 80) -> str | None:
     golden = case.golden()
     fix = (
         f"If the change is intended, re-record with `{REFRESH}` and review the diff of "
-        f"{case.golden_path.relative_to(ROOT)} before committing it."
+        f"{shown(case.golden_path)} before committing it."
     )
     if golden is None:
-        return f"eval case {case.name}: {case.golden_path.relative_to(ROOT)} is missing. {fix}"
+        return f"eval case {case.name}: {shown(case.golden_path)} is missing. {fix}"
     if golden == out.requests:
         return None
     lines: list[str] = []

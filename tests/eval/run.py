@@ -5,6 +5,7 @@
     python -m tests.eval.run --live           only the live mode (needs OPENAI_API_KEY)
     python -m tests.eval.run --refresh        re-record every case's requests.json
     python -m tests.eval.run --case NAME      only this case (repeatable)
+    python -m tests.eval.run --cases DIR      the cases under DIR (default tests/eval/cases)
 
 Live mode: each case against the model AGENTRUN_MODEL (default gpt-4o-mini) at
 OPENAI_BASE_URL (default the OpenAI API) through the operator's ModelClient, tools answered
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from agentrun.engine.policy import Policy
 from agentrun.llm.model import DEFAULT_BASE_URL, ModelClient
@@ -25,16 +27,16 @@ from agentrun.llm.model import DEFAULT_BASE_URL, ModelClient
 from . import harness
 
 
-def _replay(names: list[str], refresh: bool) -> int:
+def _replay(names: list[str], refresh: bool, cases: Path = harness.CASES_DIR) -> int:
     scores, failures = [], []
     for name in names:
-        case = harness.load_case(name)
+        case = harness.load_case(name, cases)
         out = asyncio.run(harness.replay(case))
         if refresh:
             before = case.golden()
             harness.write_golden(case, out)
             changed = "unchanged" if before == out.requests else "re-recorded"
-            print(f"{case.golden_path.relative_to(harness.ROOT)}: {changed}")
+            print(f"{harness.shown(case.golden_path)}: {changed}")
         else:
             diff = harness.golden_diff(case, out)
             if diff:
@@ -47,14 +49,16 @@ def _replay(names: list[str], refresh: bool) -> int:
     return 1 if failures else 0
 
 
-async def _live_cases(names: list[str], api_key: str) -> list[harness.Score]:
+async def _live_cases(
+    names: list[str], api_key: str, cases: Path = harness.CASES_DIR
+) -> list[harness.Score]:
     spec = harness.live_model_spec()
     # Whoever runs the eval picked the endpoint: it is the one allowed.
     client = ModelClient(Policy(model_urls=(spec.baseURL or DEFAULT_BASE_URL,)))
     scores = []
     try:
         for name in names:
-            case = harness.load_case(name)
+            case = harness.load_case(name, cases)
             config, prompt = harness.make_config(case, spec)
             out = await harness.drive(
                 case, harness.live_model(client, prompt, api_key), config, prompt
@@ -72,12 +76,12 @@ async def _live_cases(names: list[str], api_key: str) -> list[harness.Score]:
     return scores
 
 
-def _live(names: list[str]) -> int:
+def _live(names: list[str], cases: Path = harness.CASES_DIR) -> int:
     api_key = os.environ["OPENAI_API_KEY"]
     spec = harness.live_model_spec()
     where = spec.baseURL or "the OpenAI API"
     print(f"eval live: model {spec.name} at {where}; tools answered from the recordings")
-    scores = asyncio.run(_live_cases(names, api_key))
+    scores = asyncio.run(_live_cases(names, api_key, cases))
     print(harness.table(scores, f"eval live ({spec.name})"))
     return 0 if all(s.ok for s in scores) else 1
 
@@ -89,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", action="store_true", help="only the live mode")
     parser.add_argument("--refresh", action="store_true", help="re-record requests.json")
     parser.add_argument("--case", action="append", default=[], help="only this case")
+    parser.add_argument(
+        "--cases", type=Path, default=harness.CASES_DIR, help="the directory of the cases"
+    )
     args = parser.parse_args(argv)
-    names = harness.case_names()
+    names = harness.case_names(args.cases)
     unknown = sorted(set(args.case) - set(names))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; cases: {', '.join(names)}")
@@ -100,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if not has_key:
             print("eval live: OPENAI_API_KEY is not set; nothing to run", file=sys.stderr)
             return 2
-        return _live(names)
-    status = _replay(names, args.refresh)
+        return _live(names, args.cases)
+    status = _replay(names, args.refresh, args.cases)
     if args.refresh:
         return status
     if not has_key:
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return status
     print()
-    return max(status, _live(names))
+    return max(status, _live(names, args.cases))
 
 
 if __name__ == "__main__":

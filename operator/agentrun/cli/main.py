@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from agentrun.api import (
     ANNOTATION_REJECT,
     LABEL_RUN,
     LABEL_STEP,
+    NAME_PATTERN,
 )
 from agentrun.api.naming import output_name
 from agentrun.cli import view
@@ -100,6 +102,17 @@ class Kube:
             if getattr(err, "status", None) == 403:
                 return None
             raise
+
+    def object_spec(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        """The spec of an Agent or AgentTool; None when it is gone (or we may not look)."""
+        read = self.kube.get_agent if kind == "Agent" else self.kube.get_tool
+        try:
+            body = _absent_on_404(read, self.api, namespace, name)
+        except Exception as err:
+            if getattr(err, "status", None) == 403:
+                return None
+            raise
+        return None if body is None else dict(body.get("spec") or {})
 
     def configmap_data(self, name: str, namespace: str) -> dict[str, str] | None:
         cm = _absent_on_404(self.kube.get_configmap, self.api, namespace, name)
@@ -510,6 +523,48 @@ def cmd_fork(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_export(ctx: Context) -> int:
+    from agentrun.cli import export
+
+    args = ctx.args
+    if not re.fullmatch(NAME_PATTERN, args.case):
+        raise CliError(f"--case {args.case!r}: use lowercase letters, digits and -", EXIT_USAGE)
+    target = Path(args.dir) / args.case
+    if target.exists() and not args.force:
+        raise CliError(f"{target} exists; pass --force to overwrite it", EXIT_STATE)
+    ns = ctx.namespace
+    run = ctx.kube.get_run(args.run, ns)
+    spec = run.get("spec") or {}
+    agent = ctx.kube.object_spec("Agent", str(spec.get("agentRef", "")), ns)
+    tools: dict[str, dict[str, Any]] = {}
+    for tool in (agent or {}).get("tools") or []:
+        found = ctx.kube.object_spec("AgentTool", str(tool), ns)
+        if found is not None:
+            tools[str(tool)] = found
+    refs = {e.get("outputRef") for e in (run.get("status") or {}).get("thread") or []}
+    outputs = {}
+    for ref in sorted(r for r in refs if isinstance(r, str) and r):
+        data = ctx.kube.configmap_data(ref, ns)
+        if data is not None:
+            outputs[ref] = data
+    try:
+        case = export.build_case(run, agent, tools, outputs)
+    except export.ExportRefused as err:
+        raise CliError(f"cannot export {ns}/{args.run}: {err}", EXIT_STATE) from None
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in case.files.items():
+        (target / name).write_text(text)
+    ctx.print(str(target))
+    for note in case.notes:
+        ctx.note(f"note: {note}")
+    ctx.note(
+        f"Exported {ns}/{args.run} to {target}; review expected.yaml (its findings are a "
+        f"draft), then record its golden requests: make eval-refresh EVAL_ARGS='--case "
+        f"{args.case}'"
+    )
+    return EXIT_OK
+
+
 def follow(ctx: Context, name: str, timeout: float | None, every: float = 0.5) -> dict[str, Any]:
     """Follows a run to a terminal phase or one that waits for a human; notes progress."""
     deadline = time.monotonic() + timeout if timeout else None
@@ -629,6 +684,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="with --wait: stop waiting after SECONDS")
     output(p)
 
+    _fork_and_export(command, output)
+    return parser
+
+
+def _fork_and_export(
+    command: Callable[[str, str, Callable[[Context], int]], argparse.ArgumentParser],
+    output: Callable[[argparse.ArgumentParser], None],
+) -> None:
     p = command(
         "fork",
         "a new run that goes on from a step of RUN with another prompt, model or agent",
@@ -652,7 +715,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="print the fork's manifest (for kubectl apply) instead of creating it",
     )
     output(p)
-    return parser
+
+    p = command("export", "write a finished run as an eval case (make eval replays it)", cmd_export)
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--case", required=True, metavar="NAME", help="the case's name")
+    p.add_argument(
+        "--dir",
+        default="tests/eval/cases",
+        help="where the case directory goes (default: tests/eval/cases)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing case directory")
 
 
 def _api_message(err: Exception) -> str:
