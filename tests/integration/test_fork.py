@@ -111,3 +111,13 @@ def test_fork_a_finished_run_from_a_step_with_another_model(spine: Spine) -> Non
     assert [e["inheritedFrom"] for e in again["thread"][:4]] == ["run"] * 4
     assert again["pendingAction"]["tool"] == "rollout-restart"
     assert job_steps(spine, "fork-fork-s2") == []
+
+    compared = ok(plugin(spine, "diff", "fork", "fork-fork-s2"))
+    assert "B is a fork of A from step 2 (steps 0-2 inherited)" in compared
+    assert "Same actions in steps 1-3; first divergence at step 4:" in compared
+    assert "  A: step 4   done: restarted, forked." in compared
+    assert "  B: (no more steps)" in compared
+    assert "step 3 rollout-restart Approved" in compared
+    assert "  B: step 3 rollout-restart waiting" in compared
+    gone = plugin(spine, "diff", "run", "fork")
+    assert gone.returncode == 3 and 'agentrun "run" not found' in gone.stderr

@@ -333,3 +333,33 @@ def test_the_fork_manifest_keeps_the_source_input_and_pins_its_prompt_version() 
     assert view.parse_prompt("no-restarts@2") == {"name": "no-restarts", "version": "2"}
     with pytest.raises(view.InputError, match="expected NAME or NAME@VERSION"):
         view.parse_prompt("Bad Name@")
+
+
+# ---------------------------------------------------------------- diff
+
+
+def test_diff_names_the_first_divergence_each_side_after_it_and_the_totals() -> None:
+    from agentrun.cli import diff
+
+    source = finished_source()
+    a = Adapter(fork_run(plan_of(source, 2)), {3: [read_call(name="db")], 4: [done("db is down")]})
+    a.tool_results = {READ: (True, "db: 0/1 ready")}
+    assert a.settle().phase is Phase.SUCCEEDED
+    src = source.model_dump(mode="json", exclude_none=True)
+    fork = a.run.model_dump(mode="json", exclude_none=True)
+    text = diff.render_diff(src, fork)
+    lines = text.splitlines()
+    assert lines[2] == "B is a fork of A from step 2 (steps 0-2 inherited)"
+    assert "Same actions in steps 1-2; first divergence at step 3:" in lines
+    at = lines.index("Same actions in steps 1-2; first divergence at step 3:")
+    assert lines[at + 1 : at + 5] == [
+        '  A: step 3   rollout-restart {"name":"web","namespace":"prod"}   [approved]',
+        "     step 4   done: Raised the memory limit.",
+        '  B: step 3   k8s-get {"name":"db"}',
+        "     step 4   done: db is down",
+    ]
+    assert "  A: step 3 rollout-restart Approved" in lines
+    assert "  B: none" in lines
+    assert "  B: 240 tokens (200 prompt + 40 completion), 2 model calls" in lines
+    same = diff.render_diff(src, src)
+    assert "Same actions in all 4 steps." in same

@@ -565,6 +565,17 @@ def cmd_export(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_diff(ctx: Context) -> int:
+    from agentrun.cli import diff
+
+    runs = []
+    for ref in (ctx.args.run_a, ctx.args.run_b):
+        namespace, _, name = ref.rpartition("/")
+        runs.append(ctx.kube.get_run(name, namespace or ctx.namespace))
+    ctx.print(diff.render_diff(runs[0], runs[1]), end="")
+    return EXIT_OK
+
+
 def follow(ctx: Context, name: str, timeout: float | None, every: float = 0.5) -> dict[str, Any]:
     """Follows a run to a terminal phase or one that waits for a human; notes progress."""
     deadline = time.monotonic() + timeout if timeout else None
@@ -715,6 +726,10 @@ def _fork_and_export(
         help="print the fork's manifest (for kubectl apply) instead of creating it",
     )
     output(p)
+
+    p = command("diff", "where two runs diverge: actions, approvals, answers, tokens", cmd_diff)
+    p.add_argument("run_a", metavar="RUN_A", help="a run (NAME or NAMESPACE/NAME)")
+    p.add_argument("run_b", metavar="RUN_B", help="another run, e.g. a fork of RUN_A")
 
     p = command("export", "write a finished run as an eval case (make eval replays it)", cmd_export)
     p.add_argument("run", metavar="RUN")
