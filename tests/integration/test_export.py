@@ -77,6 +77,25 @@ def test_export_a_finished_run_and_replay_it(
     )
     assert [r["tools"] for r in out.requests] == [r["tools"] for r in sent]
 
+    # Live replay of the namespace's recorded incidents: without a key it says what it
+    # would do and exits non-zero; with one (the scripted model playing the same answers
+    # through the real openai client) every run replays to the same actions.
+    live = ["--live", "--from-runs", spine.namespace, "--kubeconfig", str(spine.cluster.kubeconfig)]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert eval_run.main(live) == 2
+    said = capsys.readouterr().err
+    assert f"would export every finished AgentRun of namespace {spine.namespace}" in said
+    assert "Runs there now: run." in said and "OPENAI_API_KEY is not set" in said
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", spine.server.base_url)
+    monkeypatch.setenv("AGENTRUN_MODEL", spine.model)
+    assert eval_run.main(live) == 0
+    table = capsys.readouterr().out
+    assert f"eval live ({spine.model})" in table and "1/1 cases pass" in table
+    row = next(line for line in table.splitlines() if line.startswith("run "))
+    assert row.split()[:4] == ["run", "exact", "yes", "1/1"] and row.split()[-1] == "pass"
+    monkeypatch.delenv("OPENAI_API_KEY")
+
     # make eval: record the golden once, then green; red when the prompt changes.
     args = ["--cases", str(tmp_path)]
     assert eval_run.main([*args, "--refresh"]) == 0

@@ -523,6 +523,28 @@ def cmd_fork(ctx: Context) -> int:
     return EXIT_OK
 
 
+def export_case(kube: Kube, run: dict[str, Any]) -> Any:
+    """A finished run as an eval case (cli.export.Case): reads its Agent, the Agent's
+    AgentTools and the run's output ConfigMaps. Raises export.ExportRefused."""
+    from agentrun.cli import export
+
+    ns = str((run.get("metadata") or {}).get("namespace", kube.namespace))
+    spec = run.get("spec") or {}
+    agent = kube.object_spec("Agent", str(spec.get("agentRef", "")), ns)
+    tools: dict[str, dict[str, Any]] = {}
+    for tool in (agent or {}).get("tools") or []:
+        found = kube.object_spec("AgentTool", str(tool), ns)
+        if found is not None:
+            tools[str(tool)] = found
+    refs = {e.get("outputRef") for e in (run.get("status") or {}).get("thread") or []}
+    outputs = {}
+    for ref in sorted(r for r in refs if isinstance(r, str) and r):
+        data = kube.configmap_data(ref, ns)
+        if data is not None:
+            outputs[ref] = data
+    return export.build_case(run, agent, tools, outputs)
+
+
 def cmd_export(ctx: Context) -> int:
     from agentrun.cli import export
 
@@ -534,21 +556,8 @@ def cmd_export(ctx: Context) -> int:
         raise CliError(f"{target} exists; pass --force to overwrite it", EXIT_STATE)
     ns = ctx.namespace
     run = ctx.kube.get_run(args.run, ns)
-    spec = run.get("spec") or {}
-    agent = ctx.kube.object_spec("Agent", str(spec.get("agentRef", "")), ns)
-    tools: dict[str, dict[str, Any]] = {}
-    for tool in (agent or {}).get("tools") or []:
-        found = ctx.kube.object_spec("AgentTool", str(tool), ns)
-        if found is not None:
-            tools[str(tool)] = found
-    refs = {e.get("outputRef") for e in (run.get("status") or {}).get("thread") or []}
-    outputs = {}
-    for ref in sorted(r for r in refs if isinstance(r, str) and r):
-        data = ctx.kube.configmap_data(ref, ns)
-        if data is not None:
-            outputs[ref] = data
     try:
-        case = export.build_case(run, agent, tools, outputs)
+        case = export_case(ctx.kube, run)
     except export.ExportRefused as err:
         raise CliError(f"cannot export {ns}/{args.run}: {err}", EXIT_STATE) from None
     target.mkdir(parents=True, exist_ok=True)
