@@ -149,6 +149,19 @@ def test_restricted_security_context(rendered: list[dict[str, Any]]) -> None:
             assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
 
 
+def test_pods_get_no_service_links() -> None:
+    """With the README's release name the webhook Service is `agentrun-webhook`: a kubelet's
+    service links would set AGENTRUN_WEBHOOK_PORT=tcp://IP:443 in the operator's pod, which
+    reads it as its --webhook-port, and it crash-looped at start (found by `make demo` on the
+    real node). Every Deployment of the chart turns service links off."""
+    docs = render(release="agentrun")
+    assert "agentrun-webhook" in {d["metadata"]["name"] for d in by_kind(docs, "Service")}
+    deployments = by_kind(docs, "Deployment")
+    assert deployments
+    for deployment in deployments:
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
 def test_full_values_reach_the_manifests() -> None:
     docs = render(full=True)
     deploy = one(docs, "Deployment", "agentrun-full")
