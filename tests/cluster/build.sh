@@ -9,7 +9,8 @@
 #                       $AGENTRUN_CACHE/k8s-build and can be deleted after a build.
 #
 # Idempotent: does nothing when the three binaries exist, report v1.20.2 and carry the
-# current build stamp ($BIN/.agentrun-build == $BUILD_REV). Bump BUILD_REV whenever a patch
+# current build stamp ($BIN/.agentrun-build == $BUILD_REV). `build.sh node --check` only
+# says whether they are (exit 0) or not (exit 1), and builds nothing. Bump BUILD_REV whenever a patch
 # below changes what the binaries do, so caches built before it are rebuilt once.
 # The machine's apt configuration is not modified: the source package is fetched with a
 # private sources list and private list/cache directories under the cache.
@@ -19,6 +20,8 @@ VERSION=v1.20.2
 CACHE="${AGENTRUN_CACHE:-$HOME/.cache/agentrun}"
 BIN="${AGENTRUN_K8S_BIN:-$CACHE/k8s-$VERSION}"
 WORK="$CACHE/k8s-build"
+CHECK=0
+if [[ ${2:-} == --check ]]; then CHECK=1; fi
 case "${1:-control-plane}" in
   control-plane)
     COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
@@ -49,6 +52,10 @@ have_all() {
 if have_all; then
   log "cached: $BIN ${COMPONENTS[*]} ($("$BIN/${COMPONENTS[0]}" --version), build $BUILD_REV)"
   exit 0
+fi
+if ((CHECK)); then
+  log "not built: ${COMPONENTS[*]} $VERSION build $BUILD_REV in $BIN"
+  exit 1
 fi
 # One build at a time in the shared tree (make test and a real node may both ask).
 mkdir -p "$CACHE"

@@ -97,6 +97,24 @@ def unsupported() -> str | None:
     return None
 
 
+def not_built(bin_dir: Path | None = None) -> str | None:
+    """What a real node would have to install or build first (None when nothing): the
+    Debian packages, kubelet and kube-proxy, the images for this tree. Builds nothing, so a
+    caller can choose the stand-in instead of minutes of building (``make demo``)."""
+    env = {**os.environ, "AGENTRUN_K8S_BIN": str(bin_dir or default_bin_dir())}
+    checks = (
+        ([str(DEPS_SH), "--check"], "the Debian packages (containerd, runc, buildah, ...)"),
+        ([str(BUILD_SH), "node", "--check"], "kubelet and kube-proxy (make node-bin)"),
+        ([str(IMAGE_SH), "--check"], "the image of this tree (make image)"),
+    )
+    missing = [
+        what
+        for argv, what in checks
+        if subprocess.run(["bash", *argv], capture_output=True, env=env, check=False).returncode
+    ]
+    return f"not built yet: {', '.join(missing)}" if missing else None
+
+
 @dataclass(frozen=True)
 class Image:
     ref: str
@@ -802,6 +820,10 @@ evictionHard:
   imagefs.available: "1%"
   nodefs.inodesFree: "1%"
 clusterDomain: cluster.local
+# No DNS server runs: pods' resolv.conf names the node's own address, where nothing answers on
+# 53, so a lookup fails at once; without it the kubelet posts a MissingClusterDNS Warning for
+# every pod, which crowds the workloads' own Warnings out of `k8s-events`.
+clusterDNS: [{ip}]
 resolvConf: /etc/resolv.conf
 volumePluginDir: {plugins}
 serializeImagePulls: false

@@ -9,6 +9,8 @@
 #                       .dockerignore, the base key and every file the build context sends
 # Prints one line per image on stdout: `NAME REF ARCHIVE` (tests/cluster/realnode.py reads
 # them); the log goes to stderr. Idempotent: 0.1 s when all three archives exist.
+# `build.sh --check` builds nothing: it prints those lines and exits 0 when the archives for
+# this tree exist, else exits 1 (what `make demo` asks before it picks the real node).
 #
 # Run as root. Everything (debootstrap's and buildah's mounts) happens in a private mount
 # namespace, so nothing stays mounted on the host even if the build is interrupted. pip
@@ -51,6 +53,10 @@ if [[ -s $BASE_TAR && -s $PAUSE_TAR && -s $APP_TAR ]]; then
   log "cached: $APP_REF, $PAUSE_REF"
   report
   exit 0
+fi
+if [[ ${1:-} == --check ]]; then
+  log "not built for this tree: $APP_REF"
+  exit 1
 fi
 
 if [[ -z ${AGENTRUN_IMAGE_NS:-} ]]; then

