@@ -49,8 +49,11 @@ image:
 test: venv lint typecheck crds-check cluster-bin node-bin image tools-bin test-deps
 	$(VENV)/bin/pytest tests -q
 
-demo: venv cluster-bin
-	$(PY) -m tests.demo
+# The real node when it is built (root; packages, kubelet, the image of this tree, helm: all
+# cached), else the stand-in; the output's first lines say which. NODE=real builds what is
+# missing first and insists on it; NODE=standin never tries (tests/demo/__main__.py).
+demo: venv cluster-bin $(if $(filter real,$(NODE)),node-bin image tools-bin)
+	$(PY) -m tests.demo $(if $(NODE),--node $(NODE))
 
 # ---- local control plane (see docs/local-cluster.md) ----
 # `make cluster-up NODE=real`: a real kubelet node (containerd, the built image) instead of
