@@ -172,7 +172,7 @@ class Prometheus(_Process):
 class ReceiverThread:
     """agentrun.receiver.server.serve in a thread with its own loop, on a free loopback port."""
 
-    def __init__(self, config: dict[str, Any], kubeconfig: Path) -> None:
+    def __init__(self, config: dict[str, Any], kubeconfig: Path, as_user: str = "") -> None:
         from kubernetes import config as k8s_config
 
         from agentrun.receiver import routing
@@ -181,6 +181,10 @@ class ReceiverThread:
         self.api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig)
         )
+        if as_user:
+            # The apiserver authenticates the admin and then authorizes (RBAC, webhooks) as
+            # this user, e.g. the receiver's ServiceAccount, as if it held its token.
+            self.api.set_default_header("Impersonate-User", as_user)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runner: Any = None

@@ -16,6 +16,10 @@ ANNOTATION_REJECT = f"{GROUP}/reject"
 ANNOTATION_ANSWER = f"{GROUP}/answer"
 # Stamped by the admission webhook with the user who approved or rejected; read by the core.
 ANNOTATION_DECIDED_BY = f"{GROUP}/decided-by"
+# Set by the receiver (Slack) with a decision: the Kubernetes user it decides for. Honoured
+# only from the ServiceAccounts the operator trusts (--approval-proxy); the mutating webhook
+# turns it into decided-by and removes it, so it is never stored.
+ANNOTATION_DECIDED_FOR = f"{GROUP}/decided-for"
 LABEL_RUN = f"{GROUP}/run"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_TOOL = f"{GROUP}/tool"

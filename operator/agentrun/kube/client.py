@@ -336,3 +336,20 @@ def read_credential(api: client.ApiClient, ns: str, name: str, key: str) -> str:
         return str(base64.b64decode(value).decode("utf-8")).strip()
     except (binascii.Error, UnicodeDecodeError):
         raise CredentialError(f"{where} key {key!r} is not UTF-8 text") from None
+
+
+def get_config_map(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    return _get(api, _ns_path("/api/v1", ns, "configmaps", name))
+
+
+def annotate_run_at(
+    api: client.ApiClient,
+    ns: str,
+    name: str,
+    annotations: dict[str, str | None],
+    resource_version: str,
+) -> dict[str, Any]:
+    """A merge patch of annotations on exactly that version of the run (409 Conflict when it
+    changed since): a decision made on what a person saw, not on what the run became."""
+    body = {"metadata": {"annotations": annotations, "resourceVersion": resource_version}}
+    return _json(api, "PATCH", _crd(ns, AGENTRUNS, name), body, content_type=MERGE_PATCH)

@@ -7,11 +7,17 @@ checked with a SubjectAccessReview (the way cert-manager guards `approve` on sig
 Removing one is always allowed: the operator clears them after use. The mutating webhook
 stamps the deciding user on the run (`agentrun.dev/decided-by`), and the runner copies it
 into `status.approvals[].approver` with the decision and its time.
+
+An approval proxy (the receiver's ServiceAccount, for Slack buttons; `--approval-proxy`)
+decides for someone else: it sets `agentrun.dev/decided-for` with the decision, after its own
+SubjectAccessReview of that user, and the mutating webhook stamps that user instead and removes
+the annotation. From anyone else `decided-for` is refused, so the name in the audit is always
+either the requester's or one a trusted proxy vouched for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -20,6 +26,7 @@ from agentrun.api import (
     ANNOTATION_ANSWER,
     ANNOTATION_APPROVE,
     ANNOTATION_DECIDED_BY,
+    ANNOTATION_DECIDED_FOR,
     ANNOTATION_REJECT,
     GROUP,
 )
@@ -53,6 +60,8 @@ class WebhookOptions:
     key: str = ""
     config_name: str = "agentrun.dev"  # the managed webhook configurations' name (local mode)
     approver_role: str = DEFAULT_APPROVER_ROLE
+    # Users (the receiver's ServiceAccount) whose decided-for annotation names the decider.
+    approval_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,39 +98,76 @@ def decisions_made(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None)
     return [k for k in HUMAN_ANNOTATIONS if k in after and before.get(k) != after[k]]
 
 
+def acting_user(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    username: str,
+    proxies: Collection[str] = (),
+) -> str:
+    """Who a decision is recorded for: the requester, or the user a trusted proxy names in
+    decided-for (it checked that user's `approve` itself; the webhook checks the proxy's)."""
+    named = _annotations(new).get(ANNOTATION_DECIDED_FOR)
+    if username in proxies and named and decisions_made(old, new):
+        return named
+    return username
+
+
 def stamp(
-    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, username: str
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    username: str,
+    proxies: Collection[str] = (),
 ) -> dict[str, str | None]:
     """The annotation changes the mutating webhook makes: who decided, and nothing forged.
 
-    A request that makes a decision is stamped with its user. A request that sets the stamp
-    without making a decision gets the previous stamp back (a removal is kept): nobody can
-    write someone else's name into the audit.
+    A request that makes a decision is stamped with its user (for a trusted proxy, the user
+    it decides for; decided-for is then removed). A request that sets the stamp without making
+    a decision gets the previous stamp back (a removal is kept): nobody can write someone
+    else's name into the audit. decided-for from anyone else is left for the validating
+    webhook to refuse.
     """
     before, after = _annotations(old), _annotations(new)
+    proxy = username in proxies
+    consumed: dict[str, str | None] = (
+        {ANNOTATION_DECIDED_FOR: None} if proxy and ANNOTATION_DECIDED_FOR in after else {}
+    )
     if decisions_made(old, new):
-        return (
-            {}
-            if after.get(ANNOTATION_DECIDED_BY) == username
-            else {ANNOTATION_DECIDED_BY: username}
-        )
+        acting = acting_user(old, new, username, proxies)
+        stamped = after.get(ANNOTATION_DECIDED_BY)
+        if proxy and not consumed and stamped and stamped != before.get(ANNOTATION_DECIDED_BY):
+            # A reinvocation after this webhook already turned decided-for into the stamp.
+            return {}
+        return consumed if stamped == acting else {ANNOTATION_DECIDED_BY: acting, **consumed}
     if ANNOTATION_DECIDED_BY in after and after[ANNOTATION_DECIDED_BY] != before.get(
         ANNOTATION_DECIDED_BY
     ):
-        return {ANNOTATION_DECIDED_BY: before.get(ANNOTATION_DECIDED_BY)}
-    return {}
+        return {ANNOTATION_DECIDED_BY: before.get(ANNOTATION_DECIDED_BY), **consumed}
+    return consumed
 
 
 def forged_stamp(
-    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, username: str
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    username: str,
+    proxies: Collection[str] = (),
 ) -> str | None:
-    """A refusal when the stamp on the (mutated) object is not this request's own doing."""
+    """A refusal when the stamp on the (mutated) object is not this request's own doing, or
+    names a user the request may not speak for."""
     before, after = _annotations(old), _annotations(new)
+    named = after.get(ANNOTATION_DECIDED_FOR)
+    if named is not None and named != before.get(ANNOTATION_DECIDED_FOR):
+        trusted = ", ".join(proxies) or "none configured"
+        return (
+            f"{ANNOTATION_DECIDED_FOR} is honoured only with a decision from the approval "
+            f"proxies the operator trusts ({trusted}); user {username!r} may not set it"
+        )
     value = after.get(ANNOTATION_DECIDED_BY)
     if value is None or value == before.get(ANNOTATION_DECIDED_BY):
         return None
     if value == username and decisions_made(old, new):
         return None
+    if username in proxies and decisions_made(old, new):
+        return None  # the mutating webhook stamped the user the proxy decided for
     return (
         f"{ANNOTATION_DECIDED_BY} is set by the agentrun admission webhook to the user who "
         f"decides; it cannot be set to {value!r} by user {username!r}"

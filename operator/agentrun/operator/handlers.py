@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from agentrun.api import GROUP, LABEL_RUN, VERSION
+from agentrun.api import ANNOTATION_DECIDED_BY, GROUP, LABEL_RUN, VERSION
 from agentrun.engine.policy import Policy
 from agentrun.kube import client as kube
 from agentrun.llm.model import ModelClient
@@ -35,6 +35,7 @@ log = logging.getLogger("agentrun.operator")
 
 admission_log = logging.getLogger("agentrun.operator.admission")
 _approver_role = admission.DEFAULT_APPROVER_ROLE  # named in refusals; set from the flags
+_approval_proxies: tuple[str, ...] = ()  # --approval-proxy: who may decide for others
 
 
 def _runner(memo: Any) -> Runner:
@@ -224,7 +225,7 @@ async def validate_run(
     old_body, new_body = dict(old) if old else None, dict(new) if new else None
     user = admission.User.from_userinfo(userinfo)
     problems = admission.spec_violations(old_body, new_body)
-    forged = admission.forged_stamp(old_body, new_body, user.username)
+    forged = admission.forged_stamp(old_body, new_body, user.username, _approval_proxies)
     if forged:
         problems.append(forged)
     keys = admission.decisions_made(old_body, new_body)
@@ -236,13 +237,20 @@ async def validate_run(
         )
         if not allowed:
             problems.append(admission.refusal(user, ns, keys, _approver_role, why))
+        stamped = ((new_body or {}).get("metadata") or {}).get("annotations") or {}
+        on_behalf = (
+            f" for {stamped.get(ANNOTATION_DECIDED_BY)}"
+            if user.username in _approval_proxies
+            else ""
+        )
         admission_log.info(
-            "%s %s on %s/%s by %s",
+            "%s %s on %s/%s by %s%s",
             "Allowed" if allowed else "Refused",
             ",".join(keys),
             ns,
             run_name,
             user.username,
+            on_behalf,
             extra={"run_namespace": ns, "run": run_name, "user": user.username},
         )
     if problems:
@@ -258,6 +266,7 @@ async def mutate_run(
         dict(old) if old else None,
         dict(new) if new else None,
         admission.User.from_userinfo(userinfo).username,
+        _approval_proxies,
     )
     for key, value in changes.items():
         patch.metadata.annotations[key] = value
@@ -324,8 +333,9 @@ def _configure_admission(settings: kopf.OperatorSettings, opts: admission.Webhoo
 
 def _enable_admission(opts: admission.WebhookOptions) -> None:
     """Registers the webhook handlers and their server; failurePolicy Fail, kept while down."""
-    global _approver_role
+    global _approver_role, _approval_proxies
     _approver_role = opts.approver_role
+    _approval_proxies = opts.approval_proxies
     common: dict[str, Any] = {
         "operations": ["CREATE", "UPDATE"],
         # failurePolicy: Fail -- while the webhook is down no decision slips through; and

@@ -77,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         default=env("AGENTRUN_APPROVER_ROLE", DEFAULT_APPROVER_ROLE),
         help="the ClusterRole granting `approve`, named in refusals",
     )
+    hook.add_argument(
+        "--approval-proxy",
+        dest="approval_proxies",
+        action="append",
+        default=[p for p in env("AGENTRUN_APPROVAL_PROXIES", "").split(",") if p.strip()],
+        metavar="USER",
+        help="a user (the receiver's ServiceAccount, system:serviceaccount:NS:NAME) whose "
+        "agentrun.dev/decided-for names the decider (Slack approvals); repeatable",
+    )
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],
@@ -94,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         key=args.webhook_key,
         config_name=args.webhook_config_name,
         approver_role=args.approver_role,
+        approval_proxies=tuple(p.strip() for p in args.approval_proxies),
     )
     if webhook.mode is WebhookMode.INCLUSTER and not (webhook.cert and webhook.key):
         parser.error("--webhook incluster needs --webhook-cert and --webhook-key")

@@ -224,6 +224,39 @@ class AuthConfig(_Model):
     )
 
 
+class ConfigMapKey(_Model):
+    namespace: str = Field(pattern=NAME_PATTERN, max_length=63)
+    name: str = Field(default="agentrun-slack-users", pattern=NAME_PATTERN, max_length=253)
+    key: str = Field(default="users.yaml", min_length=1, max_length=253)
+
+
+class SlackConfig(_Model):
+    """POST /slack/interactions: Approve/Reject/Answer buttons of the operator's Slack cards."""
+
+    signingSecretFile: str | None = Field(
+        default=None,
+        description="File with the Slack app's signing secret(s), one a line (a mounted "
+        "Secret; two during a rotation); re-read when it changes.",
+    )
+    signingSecretEnv: str = Field(default="AGENTRUN_SLACK_SIGNING_SECRET")
+    userMapping: ConfigMapKey = Field(
+        description="The ConfigMap mapping Slack users to Kubernetes users and groups "
+        "(owned by the platform team; read on every click, so an edit applies at once)."
+    )
+    botTokenFile: str | None = Field(
+        default=None,
+        description="File with the bot token; needed only for mapping rows by e-mail "
+        "(users.info, scope users:read.email).",
+    )
+    botTokenEnv: str = Field(default="AGENTRUN_SLACK_BOT_TOKEN")
+    apiURL: str = Field(default="https://slack.com/api", pattern=r"^https?://")
+    allowedURLs: list[str] = Field(
+        default_factory=lambda: ["https://hooks.slack.com/", "https://slack.com/api/"],
+        description="The only URLs the receiver calls: a click's response_url and apiURL "
+        "must be under one of them.",
+    )
+
+
 class ReceiverConfig(_Model):
     listen: str = Field(default="0.0.0.0:8081", description="host:port to serve on.")
     defaultNamespace: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)
@@ -242,6 +275,7 @@ class ReceiverConfig(_Model):
     routes: list[Route] = Field(default_factory=list)
     default: DefaultRoute | None = None
     api: ApiEndpoint = Field(default_factory=ApiEndpoint)
+    slack: SlackConfig | None = None
 
     @field_validator("routes")
     @classmethod

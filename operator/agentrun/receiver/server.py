@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentrun.api import API_VERSION, NAME_PATTERN, Limits, RunInput
 from agentrun.kube import client as kube
-from agentrun.receiver import routing
+from agentrun.receiver import interact, routing
 from agentrun.receiver.routing import (
     LABEL_SOURCE,
     SOURCE_API,
@@ -58,10 +58,12 @@ from agentrun.receiver.routing import (
     ReceiverConfig,
     TokenBucket,
 )
+from agentrun.receiver.slack import SlackRefused
 
 log = logging.getLogger("agentrun.receiver.server")
 
 CONFIG_ENV = "AGENTRUN_RECEIVER_CONFIG"
+SLACK_PATH = "/slack/interactions"
 
 
 def _now() -> str:
@@ -114,6 +116,9 @@ class Tokens:
 
     def configured(self) -> bool:
         return bool(self._load())
+
+    def values(self) -> list[str]:
+        return self._load()
 
     def check(self, header: str | None) -> bool:
         """True when the Authorization header is `Bearer <one of the tokens>`."""
@@ -339,9 +344,19 @@ class Receiver:
         store: Store,
         tokens: Tokens | None = None,
         clock: Callable[[], float] = time.monotonic,
+        slack_store: interact.SlackStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.slack: interact.Interactions | None = None
+        if config.slack is not None and slack_store is not None:
+            s = config.slack
+            self.slack = interact.Interactions(
+                s,
+                slack_store,
+                Tokens(s.signingSecretFile, s.signingSecretEnv).values,
+                Tokens(s.botTokenFile, s.botTokenEnv).values,
+            )
         if tokens is None and not config.auth.allowUnauthenticated:
             tokens = Tokens(config.auth.tokenFile, config.auth.tokenEnv)
         self.tokens = tokens
@@ -364,6 +379,8 @@ class Receiver:
         )
         app.router.add_post("/alertmanager", self.alertmanager)
         app.router.add_post("/runs", self.runs)
+        if self.slack is not None:
+            app.router.add_post(SLACK_PATH, self.slack_interactions)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_endpoint)
         return app
@@ -418,6 +435,20 @@ class Receiver:
         except web.HTTPRequestEntityTooLarge:
             raise too_large(self.config.maxBodyBytes) from None
         return parse_json(raw)
+
+    async def slack_interactions(self, request: web.Request) -> web.Response:
+        """Slack's interactivity Request URL; authenticated by Slack's signature, not a token."""
+        assert self.slack is not None
+        check_length(request.content_length, self.config.maxBodyBytes)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large(self.config.maxBodyBytes) from None
+        try:
+            status, body = await self.slack.handle(request.headers, raw)
+        except SlackRefused as err:
+            raise RequestError(err.status, err.code, f"{err.message}; nothing was done") from None
+        return _json(status, body)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
@@ -701,7 +732,14 @@ async def serve(
 ) -> web.AppRunner:
     """Starts serving on config.listen (port 0: any free port, see bound_port) in the running
     loop and returns the aiohttp runner; `await runner.cleanup()` stops it."""
-    receiver = Receiver(config, store or KubeStore(api), tokens)
+    slack_store = interact.KubeSlackStore(api) if config.slack is not None else None
+    receiver = Receiver(config, store or KubeStore(api), tokens, slack_store=slack_store)
+    if receiver.slack is not None and not receiver.slack.secrets():
+        raise routing.ConfigError(
+            "slack is configured but there is no signing secret: set slack.signingSecretFile "
+            f"(a mounted Secret) or the {config.slack.signingSecretEnv if config.slack else ''} "
+            "environment variable"
+        )
     if receiver.tokens is not None and not receiver.tokens.configured():
         raise routing.ConfigError(
             "no receiver token: set auth.tokenFile (a mounted Secret) or the "
