@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentrun.operator import slacklimits
 from agentrun.receiver import slack
 from tests.integration.spine import READ, Spine, done
 from tests.integration.test_admission import _registered
@@ -113,13 +114,23 @@ def test_slack_buttons_decide_as_the_mapped_kubernetes_user(
     receiver_sa = f"system:serviceaccount:{ns}:agentrun-receiver"
     spine.setup([READ, spine.write(), done("web restarted.")])
     stack.apply(spine.cluster, _rbac(ns) + _sar_rbac(ns))
-    op = start(
-        "--webhook", "local", "--webhook-port", str(stack.free_port()),
-        "--webhook-config-name", config, "--approval-proxy", receiver_sa,
-    )  # fmt: skip
     fake = FakeSlack(SECRET)
     fake.emails = {"U0ALICE": "alice@example.com", "U0NOBODY": "nobody@example.com"}
     fake.start()
+    # The Agent posts interactive cards through the Slack app (the fake's Web API), allowed by
+    # the admin's notification URLs, with the bot token from a Secret that opted in.
+    stack.credential_secret(spine.cluster, "slack-app", {"token": fake.bot_token}, namespace=ns)
+    slack_app = {"channel": "C0APPROVALS", "apiURL": fake.api_url,
+                 "tokenSecretRef": {"name": "slack-app", "key": "token"}}  # fmt: skip
+    spine.cluster.kubectl(
+        "patch", "agent", "agent", "-n", ns, "--type", "merge",
+        "-p", json.dumps({"spec": {"notify": {"format": "slack", "slackApp": slack_app}}}),
+    )  # fmt: skip
+    op = start(
+        "--webhook", "local", "--webhook-port", str(stack.free_port()),
+        "--webhook-config-name", config, "--approval-proxy", receiver_sa,
+        AGENTRUN_ALLOWED_NOTIFY_URLS=f"{fake.url}/", AGENTRUN_CREDENTIALS_NAMESPACE=ns,
+    )  # fmt: skip
     (tmp_path / "signing-secret").write_text(SECRET + "\n")
     (tmp_path / "bot-token").write_text(fake.bot_token + "\n")
     receiver = ReceiverThread(
@@ -146,7 +157,7 @@ def test_slack_buttons_decide_as_the_mapped_kubernetes_user(
 
     def nothing_decided() -> None:
         assert not {k for k in annotations() if k.startswith("agentrun.dev/")} - {
-            "agentrun.dev/last-notified"
+            "agentrun.dev/slack-card"
         }, annotations()
         assert spine.status()["phase"] == "AwaitingApproval"
         assert spine.status().get("approvals", []) == []
@@ -158,7 +169,18 @@ def test_slack_buttons_decide_as_the_mapped_kubernetes_user(
         spine.wait(lambda: _registered(spine, config), "the webhook configurations", 60)
         spine.start()
         pending = spine.wait_phase("AwaitingApproval")["pendingAction"]
-        card = slack.button_value(ns, "run", action_hash=pending["actionHash"])
+        # ---- the card as the approver sees it, posted by the operator; its buttons carry the hash
+        posted = spine.wait(lambda: fake.api_calls("chat.postMessage"), "the card", 20)[0]
+        assert posted["channel"] == "C0APPROVALS" and slacklimits.check(posted) == []
+        shown = json.dumps(posted)
+        for part in ("rollout-restart", "agentrun-tool-write", "Evidence so far", "k8s-get"):
+            assert part in shown, part
+        buttons = next(b for b in posted["blocks"] if b["type"] == "actions")["elements"]
+        assert [b["action_id"] for b in buttons] == [slack.ACTION_APPROVE, slack.ACTION_REJECT]
+        card = buttons[0]["value"]
+        assert card == slack.button_value(ns, "run", action_hash=pending["actionHash"])
+        ((channel, ts),) = fake.messages
+        assert annotations()["agentrun.dev/slack-card"] == f"{channel}/{ts}"
 
         # ---- not from Slack: a 401 that says why, and Slack's response URL is never called
         payload = fake.interaction("U0ALICE", slack.ACTION_APPROVE, card)
@@ -221,6 +243,18 @@ def test_slack_buttons_decide_as_the_mapped_kubernetes_user(
         assert replaced["replace_original"] is True
         assert "Approved by alice@example.com" in replaced["blocks"][0]["text"]["text"]
         assert not [b for b in replaced["blocks"] if b["type"] == "actions"]
+        # The operator updates the card in place as the run moves on; the result in its thread.
+        updates = spine.wait(lambda: fake.api_calls("chat.update"), "the card updated", 20)
+        assert (updates[0]["channel"], updates[0]["ts"]) == (channel, ts)
+        header = updates[0]["blocks"][0]["text"]["text"]
+        assert header == f":white_check_mark: {ns}/run: Approved by alice@example.com", header
+        assert not [b for b in fake.messages[channel, ts]["blocks"] if b["type"] == "actions"]
+        result = spine.wait(
+            lambda: [m for m in fake.api_calls("chat.postMessage") if m.get("thread_ts") == ts],
+            "the result in the card's thread",
+            20,
+        )
+        assert "web restarted." in json.dumps(result)
 
         # ---- the same request again, and a fresh click on the now stale card
         status, answer = fake.post(url, body, headers)
@@ -232,6 +266,20 @@ def test_slack_buttons_decide_as_the_mapped_kubernetes_user(
         time.sleep(2)
         assert tools() == ["k8s-get", "rollout-restart"]
         assert len(spine.status()["approvals"]) == 1
+        # ---- decided with kubectl instead: the card is updated in place all the same
+        spine.start("run2")
+        pending2 = spine.wait_phase("AwaitingApproval", name="run2")["pendingAction"]
+        spine.wait(lambda: len(fake.messages) == 2, "the second card", 20)
+        approved = spine.cluster.kubectl(
+            "annotate", "agentrun", "run2", "-n", ns, f"--as={eve}",
+            f"agentrun.dev/approve={pending2['actionHash']}",
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+        spine.wait_phase("Succeeded", name="run2")
+        spine.wait(lambda: len(fake.api_calls("chat.update")) >= 2, "the second card updated", 20)
+        header = fake.api_calls("chat.update")[-1]["blocks"][0]["text"]["text"]
+        assert header == f":white_check_mark: {ns}/run2: Approved by {eve}", header
+        assert all(slacklimits.check(body) == [] for _, body in fake.calls if "blocks" in body)
         log = op.log_path.read_text()
         assert f"Allowed agentrun.dev/approve on {ns}/run by {receiver_sa} for alice" in log
     except AssertionError:

@@ -20,6 +20,8 @@ ANNOTATION_DECIDED_BY = f"{GROUP}/decided-by"
 # only from the ServiceAccounts the operator trusts (--approval-proxy); the mutating webhook
 # turns it into decided-by and removes it, so it is never stored.
 ANNOTATION_DECIDED_FOR = f"{GROUP}/decided-for"
+# Set by the operator on a run whose Slack card is open: "<channel>/<ts>", for chat.update.
+ANNOTATION_SLACK_CARD = f"{GROUP}/slack-card"
 LABEL_RUN = f"{GROUP}/run"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_TOOL = f"{GROUP}/tool"
@@ -134,6 +136,23 @@ class NotifyEvent(StrEnum):
     FAILED = "Failed"
 
 
+class SlackAppNotify(Model):
+    """Interactive Slack cards through a Slack app (Web API), instead of an incoming webhook."""
+
+    channel: str = Field(
+        pattern=r"^[A-Z0-9]{2,30}$", description="Channel id (C...) the app posts cards to."
+    )
+    tokenSecretRef: SecretKeyRef = Field(
+        description="Secret holding the app's bot token (xoxb-...), in the operator's "
+        'credentials namespace and labelled agentrun.dev/credentials: "true".'
+    )
+    apiURL: str = Field(
+        default="https://slack.com/api",
+        pattern=r"^https?://",
+        description="Slack's Web API; must be under the operator's allowed notification URLs.",
+    )
+
+
 class NotifySpec(Model):
     webhookURL: str | None = Field(default=None, pattern=r"^https?://")
     webhookSecretRef: SecretKeyRef | None = Field(
@@ -145,6 +164,11 @@ class NotifySpec(Model):
         ),
     )
     format: Literal["generic", "slack"] = "generic"
+    slackApp: SlackAppNotify | None = Field(
+        default=None,
+        description="Post interactive cards (Approve/Reject, an answer field) with a Slack "
+        "app and update them in place when the run moves on; replaces the webhook.",
+    )
     on: list[NotifyEvent] = Field(
         default_factory=lambda: [
             NotifyEvent.AWAITING_APPROVAL,

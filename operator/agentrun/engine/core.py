@@ -190,9 +190,12 @@ class RequeueAfter:
 @dataclass(frozen=True)
 class Notify:
     """The run entered a phase its Agent's webhook listens for. Sent once the status saying
-    so is written, in the background and best effort: never retried into the run."""
+    so is written, in the background and best effort: never retried into the run. `settle`:
+    the run left that waiting phase (AwaitingApproval/AwaitingInput), so its open Slack card
+    is updated in place (event None: nothing new to announce)."""
 
-    event: NotifyEvent
+    event: NotifyEvent | None
+    settle: str = ""
 
 
 Action = CallModel | CreateJob | DeleteJob | RemoveAnnotations | RecordEvent | RequeueAfter | Notify
@@ -371,8 +374,9 @@ def decide(run: AgentRun, obs: Observations) -> tuple[AgentRunStatus, list[Actio
     st.status.observedGeneration = st.generation
     if isinstance(obs.config, Config):
         event = notify_event(obs.config.agent, run.status.phase, st.status.phase)
-        if event is not None:
-            st.actions.append(Notify(event=event))
+        settle = settles_card(obs.config.agent, run.status.phase, st.status.phase)
+        if event is not None or settle:
+            st.actions.append(Notify(event=event, settle=settle))
     return st.status, st.actions
 
 
@@ -381,7 +385,9 @@ def notify_event(
 ) -> NotifyEvent | None:
     """The notification for a change of phase, when the Agent has a webhook listening for it."""
     spec = agent.notify
-    if spec is None or (spec.webhookURL is None and spec.webhookSecretRef is None):
+    if spec is None or (
+        spec.webhookURL is None and spec.webhookSecretRef is None and spec.slackApp is None
+    ):
         return None
     if before is not None and str(before) == str(after):
         return None
@@ -390,6 +396,14 @@ def notify_event(
     except ValueError:
         return None
     return event if event in spec.on else None
+
+
+def settles_card(agent: AgentSpec, before: Phase | str | None, after: Phase | str) -> str:
+    """The waiting phase the run just left, when its Agent posts interactive Slack cards."""
+    waiting = (Phase.AWAITING_APPROVAL.value, Phase.AWAITING_INPUT.value)
+    if agent.notify is None or agent.notify.slackApp is None or before is None:
+        return ""
+    return str(before) if str(before) in waiting and str(before) != str(after) else ""
 
 
 def _transition(st: _Step) -> None:

@@ -145,7 +145,9 @@ class Executor:
             elif isinstance(action, RequeueAfter):
                 self._wake(namespace, name, action.seconds)
             elif isinstance(action, Notify) and usable and isinstance(config, Config):
-                notify.start(self.api, usable, config.agent, action.event, self.tasks)
+                notify.start(
+                    self.api, usable, config.agent, action.event, self.tasks, action.settle
+                )
             elif isinstance(action, CreateJob) and usable:
                 produced["job"] = await self.create_job(usable, action)
                 self.created(namespace, name, action.name, seen)

@@ -38,6 +38,7 @@ from agentrun.engine import actionview
 from agentrun.engine.core import notify_event
 from agentrun.engine.policy import ENV_NOTIFY_URLS, Policy
 from agentrun.kube import client as kube
+from agentrun.operator import slackapp
 from agentrun.text import clip
 
 log = logging.getLogger("agentrun.operator.notify")
@@ -344,16 +345,22 @@ async def deliver(
     api: k8s.ApiClient,
     run: AgentRun,
     agent: AgentSpec,
-    event: NotifyEvent,
+    event: NotifyEvent | None,
     *,
+    settle: str = "",
     policy: Policy | None = None,
     **send_kw: Any,
 ) -> bool:
     """Resolves the URL, builds the payload and sends it. Never raises. `policy`: the
-    admin's settings; from the environment when None."""
+    admin's settings; from the environment when None. `settle`: the waiting phase the run
+    left (a Slack app's open card is updated in place)."""
     if agent.notify is None:
         return False
     ref = f"{run.metadata.get('namespace')}/{run.metadata.get('name')}"
+    if agent.notify.slackApp is not None:
+        return await _deliver_app(api, run, agent, event, settle, policy or Policy.from_env())
+    if event is None:
+        return False
     try:
         try:
             url = await webhook_url(api, agent.notify, policy or Policy.from_env())
@@ -368,6 +375,34 @@ async def deliver(
     if ok:
         log.info("Notified %s for %s (%s)", redact(url), ref, event.value)
     return ok
+
+
+async def _deliver_app(
+    api: k8s.ApiClient,
+    run: AgentRun,
+    agent: AgentSpec,
+    event: NotifyEvent | None,
+    settle: str,
+    policy: Policy,
+) -> bool:
+    assert agent.notify is not None and agent.notify.slackApp is not None
+    ref = f"{run.metadata.get('namespace')}/{run.metadata.get('name')}"
+    result = (
+        slack_payload(run, agent, event)
+        if event in (NotifyEvent.SUCCEEDED, NotifyEvent.FAILED)
+        else None
+    )
+    what = event.value if event is not None else f"{settle} settled"
+    try:
+        return await slackapp.deliver(
+            api, run, agent.notify.slackApp, event, settle, policy, result
+        )
+    except slackapp.SlackError as err:
+        log.warning("Slack notification for %s (%s) not sent: %s", ref, what, err)
+        await _warn(api, run, f"{what} Slack notification not sent: {err}")
+    except Exception:
+        log.exception("Slack notification for %s (%s) failed", ref, what)
+    return False
 
 
 async def _warn(api: k8s.ApiClient, run: AgentRun, message: str) -> None:
@@ -405,14 +440,17 @@ def start(
     api: k8s.ApiClient,
     run: AgentRun,
     agent: AgentSpec,
-    event: NotifyEvent,
+    event: NotifyEvent | None,
     tasks: set[asyncio.Task[Any]] | None = None,
+    settle: str = "",
 ) -> asyncio.Task[bool]:
     """Sends the core's Notify action in the background, about the run as it is now (its
     status already written): the run never waits on a webhook. Keep the task in `tasks` (it
     removes itself when done) so it is not garbage collected."""
     snapshot = run.model_copy(deep=True)
-    task = asyncio.get_running_loop().create_task(deliver(api, snapshot, agent, event))
+    task = asyncio.get_running_loop().create_task(
+        deliver(api, snapshot, agent, event, settle=settle)
+    )
     if tasks is not None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
