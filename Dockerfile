@@ -19,10 +19,10 @@ COPY operator ./operator
 RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \
  && python -m venv /opt/agentrun/venv \
- && /opt/agentrun/venv/bin/pip install --no-compile . \
+ && /opt/agentrun/venv/bin/pip install --no-compile ".[mcp]" \
  && /opt/agentrun/venv/bin/agentrun-operator --help >/dev/null \
  && test -x /opt/agentrun/venv/bin/agentrun-tool \
- && /opt/agentrun/venv/bin/python -c "import agentrun.operator.handlers, agentrun.tool.runner"
+ && /opt/agentrun/venv/bin/python -c "import agentrun.operator.handlers, agentrun.tool.runner, agentrun.tool.mcp_client, mcp"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="agentrun" \

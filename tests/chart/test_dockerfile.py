@@ -38,7 +38,9 @@ def test_slim_python_base_matching_the_package() -> None:
 
 def test_installs_the_package_with_pip_and_both_entrypoints() -> None:
     runs = " ".join(rest for word, rest in _instructions() if word == "RUN")
-    assert re.search(r"pip install [^&]*\s\.(\s|$)", runs), "the package (.) is pip-installed"
+    # The package with its mcp extra: the MCP client that MCP tool Jobs run (agentrun-tool).
+    assert re.search(r"pip install [^&]*\s\"\.\[mcp\]\"(\s|$)", runs), "the package is installed"
+    assert "agentrun.tool.mcp_client, mcp" in runs  # importable in the image
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["agentrun-operator"] == "agentrun.operator.main:main"
     assert project["scripts"]["agentrun-tool"] == "agentrun.tool.runner:main"

@@ -39,11 +39,15 @@ def test_editors_start_runs_but_only_tool_admins_define_tools() -> None:
     for resource in ("agentruns", "agents"):
         assert {"create", "update", "patch", "delete"} <= editor[("agentrun.dev", resource)]
     assert editor[("agentrun.dev", "agenttools")] == {"get", "list", "watch"}
+    # An MCPServer decides what runs (image, command, URL, which tools are reads) like an
+    # AgentTool: editors read it, tool admins write it.
+    assert editor[("agentrun.dev", "mcpservers")] == {"get", "list", "watch"}
 
     tool_admin = one(docs, "ClusterRole", "agentrun-tool-admin")
     grants = _grants(tool_admin)
-    assert set(grants) == {("agentrun.dev", "agenttools")}
-    assert {"create", "update", "patch", "delete"} <= grants[("agentrun.dev", "agenttools")]
+    assert set(grants) == {("agentrun.dev", "agenttools"), ("agentrun.dev", "mcpservers")}
+    for resource in ("agenttools", "mcpservers"):
+        assert {"create", "update", "patch", "delete"} <= grants[("agentrun.dev", resource)]
     # Bound explicitly, never through edit or admin (nor view).
     assert not [k for k in tool_admin["metadata"]["labels"] if k.startswith("rbac.authorization")]
 
@@ -52,8 +56,9 @@ def test_editors_start_runs_but_only_tool_admins_define_tools() -> None:
         name = role["metadata"]["name"]
         if name in ("agentrun-tool-admin", "agentrun-operator"):
             continue
-        verbs = _grants(role).get(("agentrun.dev", "agenttools"), set())
-        assert not verbs & WRITE_VERBS, name
+        for resource in ("agenttools", "mcpservers"):
+            verbs = _grants(role).get(("agentrun.dev", resource), set())
+            assert not verbs & WRITE_VERBS, (name, resource)
 
 
 def test_tool_admin_name_follows_the_release() -> None:

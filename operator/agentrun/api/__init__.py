@@ -26,6 +26,7 @@ LABEL_RUN = f"{GROUP}/run"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_TOOL = f"{GROUP}/tool"
 LABEL_FORK_OF = f"{GROUP}/fork-of"  # on a fork created by the CLI: its source's name
+LABEL_MCP_SERVER = f"{GROUP}/mcp-server"  # on an MCPServer's tools/list Jobs
 
 # A fork copies at most as many events as a thread holds (engine.core.MAX_THREAD_EVENTS).
 FORK_MAX_EVENTS = 200
@@ -185,7 +186,10 @@ class AgentSpec(Model):
     tools: list[str] = Field(
         default_factory=list,
         max_length=64,
-        description="Names of AgentTools in the run's namespace this agent may call.",
+        description=(
+            "Names of AgentTools in the run's namespace this agent may call, and MCP tools as "
+            '"mcp:SERVER/TOOL" (an MCPServer of the namespace; the model sees mcp__SERVER__TOOL).'
+        ),
     )
     prefetch: list[PrefetchCall] = Field(
         default_factory=list,
@@ -279,7 +283,113 @@ class ToolSnapshot(Model):
     resources: Resources = Field(default_factory=Resources)
     timeoutSeconds: int
     outputLimitBytes: int
+    envFromSecret: str | None = Field(
+        default=None,
+        description="A Secret whose keys the Job gets as AGENTRUN_MCP_HEADER_<key> (MCP headers).",
+    )
     specDigest: str = Field(description="sha256 of the fields above, canonical JSON.")
+
+
+# ---------------------------------------------------------------- MCPServer
+
+
+class MCPStdio(Model):
+    image: str | None = Field(
+        default=None,
+        description=(
+            "Image holding the server and agentrun-tool with the mcp extra (build it FROM the "
+            "agentrun image); defaults to the operator's tool image. Must be an allowed tool image."
+        ),
+    )
+    command: list[str] = Field(
+        min_length=1, max_length=64, description="The server's command, started in the tool pod."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=32, description="Settings for the server process."
+    )
+
+
+class MCPStreamableHttp(Model):
+    url: str = Field(
+        pattern=r"^https?://",
+        max_length=2048,
+        description="The server's endpoint; must be under the operator's allowed MCP URLs.",
+    )
+    headersSecretRef: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=253,
+        description=(
+            "A Secret in this namespace whose keys are header names and values header values "
+            "(e.g. Authorization); the kubelet gives them to the tool pod, never the operator."
+        ),
+    )
+
+
+class MCPServerSpec(Model):
+    stdio: MCPStdio | None = Field(
+        default=None, description="A server the tool Job starts in its own pod, for one call."
+    )
+    streamableHttp: MCPStreamableHttp | None = Field(
+        default=None, description="A server reached over Streamable HTTP, from the tool Job."
+    )
+    readTools: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Tools an admin marks read: they run at once. Every other tool is a write and waits "
+            "for approval; the server's readOnlyHint is shown, never trusted alone."
+        ),
+    )
+    serviceAccountName: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Defaults to agentrun-tool-read for reads and the listing, -write for writes.",
+    )
+    timeoutSeconds: int = Field(default=60, ge=5, le=3600, description="Per call (and list).")
+    outputLimitBytes: int = Field(default=262144, ge=1024, le=900 * 1024)
+    resources: Resources = Field(default_factory=Resources)
+    refreshSeconds: int = Field(
+        default=300, ge=30, le=7 * 24 * 3600, description="Re-list the tools this often."
+    )
+
+
+class MCPToolInfo(Model):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str
+    title: str | None = None
+    description: str = ""
+    inputSchema: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    outputSchema: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    annotations: dict[str, Any] | None = Field(
+        default=None,
+        description="The server's hints (readOnlyHint, destructiveHint): shown, not trusted.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class MCPServerStatus(Model):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    conditions: list[Condition] = Field(default_factory=list)
+    observedGeneration: int | None = None
+    tools: list[MCPToolInfo] = Field(default_factory=list)
+    digest: str | None = Field(default=None, description="sha256 of the tools/list result.")
+    lastListTime: str | None = None
+    listKey: str | None = Field(default=None, description="The spec and period last listed.")
+
+
+class MCPServer(Model):
+    apiVersion: Literal["agentrun.dev/v1alpha1"] = API_VERSION
+    kind: Literal["MCPServer"] = "MCPServer"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: MCPServerSpec
+    status: MCPServerStatus = Field(default_factory=MCPServerStatus)
 
 
 # ---------------------------------------------------------------- AgentRun

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from agentrun.api import GROUP, VERSION, Agent, AgentRun, AgentTool
+from agentrun.api import GROUP, VERSION, Agent, AgentRun, AgentTool, MCPServer
 
 # Keywords a structural schema (apiextensions.k8s.io/v1, Kubernetes 1.20) accepts.
 _KEEP = {
@@ -128,6 +128,27 @@ _KINDS: list[dict[str, Any]] = [
         "columns": [
             {"name": "Effect", "type": "string", "jsonPath": ".spec.effect"},
             {"name": "Builtin", "type": "string", "jsonPath": ".spec.builtin"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    },
+    {
+        "model": MCPServer,
+        "plural": "mcpservers",
+        "singular": "mcpserver",
+        "short": ["mcps"],
+        "status": True,
+        "columns": [
+            {
+                "name": "Ready",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            },
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            },
+            {"name": "Listed", "type": "date", "jsonPath": ".status.lastListTime"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     },

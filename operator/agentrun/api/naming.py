@@ -52,3 +52,24 @@ def job_name(run_name: str, run_uid: str, step: int, prefetch: int | None = None
 def output_name(job: str) -> str:
     """The ConfigMap holding a step's raw tool output."""
     return f"{job}-out"
+
+
+MCP_PREFIX = "mcp:"
+_MCP_REF = re.compile(r"^mcp:([a-z0-9]([-a-z0-9]*[a-z0-9])?)/(.+)$")
+
+
+def parse_mcp_ref(name: str) -> tuple[str, str] | None:
+    """("kubernetes", "pods_list") for an Agent's "mcp:kubernetes/pods_list"; else None."""
+    m = _MCP_REF.match(name)
+    return (m.group(1), m.group(3)) if m else None
+
+
+def mcp_model_name(server: str, tool: str) -> str:
+    """The name the model, the thread and the approval show for an MCP tool."""
+    return f"mcp__{server}__{tool}"
+
+
+def offered_name(listed: str) -> str:
+    """An Agent's spec.tools entry as the run names it: mcp:S/T becomes mcp__S__T."""
+    ref = parse_mcp_ref(listed)
+    return mcp_model_name(*ref) if ref else listed

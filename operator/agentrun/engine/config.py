@@ -23,6 +23,7 @@ from agentrun.api import (
     PromptRef,
     ToolSnapshot,
 )
+from agentrun.api.naming import offered_name
 from agentrun.engine.policy import Policy, PolicyError, snapshot
 
 
@@ -88,6 +89,8 @@ class Fetched:
     tools: Mapping[str, Tool | ConfigError | None]
     writers: frozenset[str] = frozenset()
     prompt: PromptRef | PromptFailure | None = None
+    # MCP tools whose server has not been listed yet: the run waits (no config this time).
+    waiting: tuple[str, ...] = ()
 
 
 def field_path(err: ValidationError) -> str:
@@ -172,6 +175,10 @@ def validate(
     snaps: dict[str, ToolSnapshot] = {}
     for name in agent.tools:
         tool = fetched.tools.get(name)
+        if tool is None and name.startswith("mcp:"):
+            return ConfigError(
+                "InvalidAgent", f"Agent {run.spec.agentRef}: spec.tools lists {name!r}, unresolved"
+            )
         if tool is None:
             return ConfigError(
                 "InvalidAgent",
@@ -184,11 +191,18 @@ def validate(
         if snap.effect is Effect.READ and name in fetched.writers:
             # Its ServiceAccount can change the namespace: a write, whatever its spec says.
             try:
-                snap = snapshot(name, tool.spec, policy, writes=True)
+                snap = snapshot(
+                    name,
+                    tool.spec,
+                    policy,
+                    writes=True,
+                    env_from_secret=tool.snapshot.envFromSecret,
+                )
             except PolicyError as err:
                 return ConfigError("ToolNotAllowed", f"AgentTool {name}: {err}")
-        snaps[name] = snap
-        tools[name] = tool.spec.model_copy(update={"effect": snap.effect})
+        key = offered_name(name)  # an MCP tool's mcp:S/T is mcp__S__T to the model
+        snaps[key] = snap
+        tools[key] = tool.spec.model_copy(update={"effect": snap.effect})
     for call in agent.prefetch:
         if prefetch_refused(call, snaps):
             return ConfigError(

@@ -37,6 +37,8 @@ ENV_READ_SAS = "AGENTRUN_READ_SERVICE_ACCOUNTS"
 ENV_WRITE_SAS = "AGENTRUN_WRITE_SERVICE_ACCOUNTS"
 ENV_MODEL_URLS = "AGENTRUN_ALLOWED_MODEL_URLS"
 ENV_NOTIFY_URLS = "AGENTRUN_ALLOWED_NOTIFY_URLS"
+# Base URLs a Streamable HTTP MCPServer may be under; none by default.
+ENV_MCP_URLS = "AGENTRUN_ALLOWED_MCP_URLS"
 # Base URLs an alert's runbook_url may be fetched from by the runbook tool; the operator puts
 # its own value into that tool's env (frozen in the snapshot), whatever the AgentTool says.
 ENV_RUNBOOK_URLS = "AGENTRUN_ALLOWED_RUNBOOK_URLS"
@@ -64,6 +66,7 @@ class Policy:
     notify_urls: tuple[str, ...] = DEFAULT_NOTIFY_URLS
     # None by default: an alert's runbook_url is fetched only from hosts an admin allowed.
     runbook_urls: tuple[str, ...] = ()
+    mcp_urls: tuple[str, ...] = ()
     credentials_namespace: str = DEFAULT_CREDENTIALS_NAMESPACE
 
     @classmethod
@@ -80,6 +83,7 @@ class Policy:
             model_urls=_split(env.get(ENV_MODEL_URLS)) or DEFAULT_MODEL_URLS,
             notify_urls=_split(env.get(ENV_NOTIFY_URLS)) or DEFAULT_NOTIFY_URLS,
             runbook_urls=_split(env.get(ENV_RUNBOOK_URLS)),
+            mcp_urls=_split(env.get(ENV_MCP_URLS)),
             credentials_namespace=namespace or DEFAULT_CREDENTIALS_NAMESPACE,
         )
 
@@ -93,6 +97,9 @@ class Policy:
 
     def notify_url_allowed(self, url: str) -> bool:
         return url_allowed(url, self.notify_urls)
+
+    def mcp_url_allowed(self, url: str) -> bool:
+        return url_allowed(url, self.mcp_urls)
 
 
 def url_allowed(url: str, allowed: tuple[str, ...]) -> bool:
@@ -146,7 +153,12 @@ def tool_env(builtin: str, spec: AgentToolSpec, policy: Policy) -> list[dict[str
 
 
 def snapshot(
-    name: str, spec: AgentToolSpec, policy: Policy, *, writes: bool = False
+    name: str,
+    spec: AgentToolSpec,
+    policy: Policy,
+    *,
+    writes: bool = False,
+    env_from_secret: str | None = None,
 ) -> ToolSnapshot:
     """The tool as it will run, checked against the policy; PolicyError says what is refused.
     `writes`: its ServiceAccount was found able to change the namespace, so it is a write."""
@@ -183,5 +195,7 @@ def snapshot(
         "timeoutSeconds": spec.timeoutSeconds,
         "outputLimitBytes": spec.outputLimitBytes,
     }
+    if env_from_secret is not None:  # only then: the digests of other tools stay as they were
+        fields["envFromSecret"] = env_from_secret
     digest = hashlib.sha256(canonical_json(fields).encode()).hexdigest()
     return ToolSnapshot.model_validate({**fields, "specDigest": digest})

@@ -298,6 +298,22 @@ def get_tool(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None
     return _get(api, _crd(ns, AGENTTOOLS, name))
 
 
+def get_mcp_server(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    return _get(api, _crd(ns, "mcpservers", name)) if name else None
+
+
+def patch_mcp_server_status(
+    api: client.ApiClient, ns: str, name: str, status: dict[str, Any]
+) -> None:
+    _send(
+        api,
+        "PATCH",
+        _crd(ns, "mcpservers", name) + "/status",
+        {"status": status},
+        content_type="application/merge-patch+json",
+    )
+
+
 def create_access_review(api: client.ApiClient, review: dict[str, Any]) -> dict[str, Any]:
     """POSTs a SubjectAccessReview; returns it with the apiserver's status (allowed, reason)."""
     return _json(api, "POST", SAR_PATH, review)

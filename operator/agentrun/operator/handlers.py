@@ -23,6 +23,7 @@ from agentrun.engine.policy import Policy
 from agentrun.kube import client as kube
 from agentrun.llm.model import ModelClient
 from agentrun.operator import admission, jobs, metrics, restart
+from agentrun.operator import mcpservers as mcpservers_mod
 from agentrun.operator.observe import Cached
 from agentrun.operator.runner import Runner, Settings
 from agentrun.receiver import server as alert_receiver
@@ -63,6 +64,7 @@ async def configure(
     memo: kopf.Memo,
     agents: kopf.Index[Any, Any] | None = None,  # kopf passes every index, empty until filled
     agenttools: kopf.Index[Any, Any] | None = None,
+    mcpservers: kopf.Index[Any, Any] | None = None,
     **_: Any,
 ) -> None:
     # Event handlers only: kopf keeps no progress, finalizer or diff-base on our objects.
@@ -98,8 +100,12 @@ async def configure(
             ),
         ),
     )
-    if agents is not None and agenttools is not None:
-        runner.observer.cached = _cached(agents, agenttools)
+    if agents is not None and agenttools is not None and mcpservers is not None:
+        runner.observer.cached = _cached(agents, agenttools, mcpservers)
+    memo.mcp = mcp_scheduler = mcpservers_mod.Scheduler(
+        mcpservers_mod.Lister(api, runner.settings.policy), lambda: datetime.now(UTC)
+    )
+    mcp_scheduler.start()
 
     # The alert receiver runs in-process when configured (its own Deployment is the default).
     memo.receiver = await alert_receiver.serve_from_env(api)
@@ -110,6 +116,9 @@ async def configure(
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    scheduler: mcpservers_mod.Scheduler | None = memo.get("mcp")
+    if scheduler is not None:
+        await scheduler.stop()
     runner: Runner | None = memo.get("runner")
     if runner is not None:
         await runner.model.close()
@@ -175,8 +184,15 @@ def agenttools(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> A
     return {(namespace or "", name): dict(body)}
 
 
-def _cached(agents: kopf.Index[Any, Any], tools: kopf.Index[Any, Any]) -> Cached:
-    by_kind = {"Agent": agents, "AgentTool": tools}
+@kopf.index(GROUP, VERSION, "mcpservers")
+def mcpservers(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): dict(body)}
+
+
+def _cached(
+    agents: kopf.Index[Any, Any], tools: kopf.Index[Any, Any], servers: kopf.Index[Any, Any]
+) -> Cached:
+    by_kind = {"Agent": agents, "AgentTool": tools, "MCPServer": servers}
 
     def cached(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         store = by_kind[kind].get((namespace, name))
@@ -192,6 +208,23 @@ async def tool_changed(type: str, namespace: str | None, name: str, memo: Any, *
         # A run awaiting approval of this tool tells its approver what changed.
         runner = _runner(memo)
         for run in runner.awaiting(namespace or "", name):
+            await runner.step(namespace or "", run)
+
+
+@kopf.on.event(GROUP, VERSION, "mcpservers")
+async def mcp_server_changed(
+    type: str | None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """The lister looks at a new or changed server now; runs of the namespace are stepped
+    (one waiting for its first listing starts, one awaiting approval hears of a change)."""
+    scheduler: mcpservers_mod.Scheduler = memo.mcp
+    if type == "DELETED":
+        scheduler.gone(namespace or "", name)
+    else:
+        scheduler.seen(dict(body))
+    if type in ("MODIFIED", "DELETED"):
+        runner = _runner(memo)
+        for run in runner.unfinished(namespace or ""):
             await runner.step(namespace or "", run)
 
 

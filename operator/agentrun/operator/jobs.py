@@ -18,6 +18,7 @@ from agentrun.api.naming import canonical_json, output_name
 from agentrun.engine.core import FORGED, CreateJob, JobObservation, JobPhase
 from agentrun.tool.builtins.common import PRECONDITIONS_ENV
 from agentrun.tool.envelope import ENVELOPE_KEY, Envelope
+from agentrun.tool.mcp_digest import HEADER_PREFIX as MCP_HEADER_PREFIX
 
 ANNOTATION_ACTION_HASH = "agentrun.dev/action-hash"
 ANNOTATION_JOB = "agentrun.dev/job"
@@ -111,6 +112,11 @@ def build_job(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    if tool.envFromSecret:
+        # An MCP server's headers: the kubelet reads the Secret, never the operator or the SA.
+        container["envFrom"] = [
+            {"secretRef": {"name": tool.envFromSecret}, "prefix": MCP_HEADER_PREFIX}
+        ]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": tool.serviceAccountName,
@@ -156,7 +162,7 @@ def build_job(
 # ---------------------------------------------------------------- provenance
 
 # What decides what a tool pod does: a Job or pod that differs in any of these is not ours.
-_RUNS = ("image", "command", "args", "env")
+_RUNS = ("image", "command", "args", "env", "envFrom")
 
 
 def _container(pod_spec: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from typing import Any
 from kubernetes import client as k8s
 
 from agentrun.api import ActionState, AgentRun, AgentSpec, CurrentAction, Effect, PromptRef
+from agentrun.api.naming import MCP_PREFIX, parse_mcp_ref
 from agentrun.engine import config as engine_config
+from agentrun.engine import mcp
 from agentrun.engine.core import (
     Config,
     ConfigError,
@@ -98,6 +100,9 @@ class Observer:
         agent = engine_config.read_agent(run, namespace, agent_body)
         if isinstance(agent, AgentSpec):
             fetched = await self._fetch_config(run, namespace, agent_body, agent)
+        if fetched.waiting:
+            log.info("Waited for MCPServer listing: %s", ", ".join(fetched.waiting))
+            return None
         return engine_config.validate(run, namespace, fetched, self.settings.policy)
 
     async def _fetch_config(
@@ -107,9 +112,12 @@ class Observer:
         change the verdict), which of them are writes by their ServiceAccount, and the prompt."""
         tools: dict[str, engine_config.Tool | engine_config.ConfigError | None] = {}
         writers: set[str] = set()
+        waiting: list[str] = []
         for tool_name in agent.tools:
-            body = await self._lookup("AgentTool", namespace, tool_name, kube.get_tool)
-            tool = None if body is None else self._read_tool(namespace, tool_name, body)
+            tool = await self._agent_tool(namespace, tool_name)
+            if tool is None and tool_name.startswith(MCP_PREFIX):
+                waiting.append(tool_name)
+                continue
             tools[tool_name] = tool
             if not isinstance(tool, engine_config.Tool):
                 break
@@ -127,8 +135,31 @@ class Observer:
             prompt = PromptRef(name=loaded.name, version=loaded.version, sha256=loaded.sha256)
             self._prompt_texts[loaded.sha256] = loaded.text
         return engine_config.Fetched(
-            agent=agent_body, tools=tools, writers=frozenset(writers), prompt=prompt
+            agent=agent_body,
+            tools=tools,
+            writers=frozenset(writers),
+            prompt=prompt,
+            waiting=tuple(waiting),
         )
+
+    async def _agent_tool(
+        self, namespace: str, name: str
+    ) -> engine_config.Tool | engine_config.ConfigError | None:
+        """An AgentTool, or an MCP tool (mcp:SERVER/TOOL) from its MCPServer's listing."""
+        ref = parse_mcp_ref(name)
+        if name.startswith(MCP_PREFIX):
+            server = ref[0] if ref else ""
+            body = await self._lookup("MCPServer", namespace, server, kube.get_mcp_server)
+            return mcp.read_mcp_tool(
+                name,
+                body,
+                namespace,
+                self.settings.policy,
+                check_parameters=toolcall.validator_for,
+                reserved=toolcall.BUILTIN_TOOLS,
+            )
+        body = await self._lookup("AgentTool", namespace, name, kube.get_tool)
+        return None if body is None else self._read_tool(namespace, name, body)
 
     def _read_tool(
         self, namespace: str, name: str, body: dict[str, Any]

@@ -151,6 +151,15 @@ class Runner:
                 out.append(name)
         return out
 
+    def unfinished(self, namespace: str) -> list[str]:
+        """The runs of a namespace this process knows and has not seen finish."""
+        prefix = f"{namespace}/"
+        return [
+            k[len(prefix) :]
+            for k, state in self._runs.items()
+            if k.startswith(prefix) and not state.done
+        ]
+
     def snapshots(self) -> list[metrics.RunSnapshot]:
         return list(self._seen.values())
 

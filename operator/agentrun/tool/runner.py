@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from agentrun.tool.envelope import Envelope
@@ -20,6 +21,8 @@ from agentrun.tool.envelope import Envelope
 DEFAULT_OUTPUT_LIMIT = 256 * 1024
 MIN_OUTPUT_LIMIT = 1024
 EXIT_USAGE, EXIT_CRASH = 2, 1
+MCP_LIST, MCP_CALL = "mcp-list", "mcp-call"
+MCP_TOOLS = (MCP_LIST, MCP_CALL)
 
 
 class UsageError(Exception):
@@ -93,6 +96,15 @@ def _arguments(ns: argparse.Namespace) -> dict[str, Any]:
     return value
 
 
+def _mcp_tool(name: str) -> Callable[[dict[str, Any]], Any] | None:
+    """The MCP client's operations; imported only for them (the `mcp` SDK is an extra)."""
+    if name not in MCP_TOOLS:
+        return None
+    from agentrun.tool import mcp_client
+
+    return mcp_client.run_list if name == MCP_LIST else mcp_client.run_call
+
+
 def execute(argv: list[str]) -> tuple[Envelope, int]:
     """Runs the tool named in argv; never raises."""
     tool = argv[0] if argv and not argv[0].startswith("-") else ""
@@ -103,7 +115,7 @@ def execute(argv: list[str]) -> tuple[Envelope, int]:
         from agentrun.tool.builtins import REGISTRY, ToolError
         from agentrun.tool.builtins.common import redact, redact_value
 
-        fn = REGISTRY.get(tool)
+        fn = REGISTRY.get(tool) or _mcp_tool(tool)
         if fn is None:
             raise UsageError(f"unknown tool {tool!r}; built-in tools: {sorted(REGISTRY)}")
         # Credentials that show up in logs, messages or annotations are masked here, before
