@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agentrun"
 FULL_VALUES = Path(__file__).with_name("values-full.yaml")
-CR_KINDS = ("AgentRun", "Agent", "AgentTool")
+CR_KINDS = ("AgentRun", "Agent", "AgentTool", "MCPServer")
 # kopf's peering objects (replicaCount > 1): custom resources of crds/kopf-peerings.yaml.
 PEERING_KINDS = ("KopfPeering", "ClusterKopfPeering")
 # Kinds of other projects' CRDs (Prometheus Operator, cert-manager), rendered only when enabled.

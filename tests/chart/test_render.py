@@ -75,7 +75,7 @@ def test_custom_resources_validate_against_the_crds() -> None:
         for crd in by_kind(docs, "CustomResourceDefinition")
     }
     crs = [d for d in docs if d["kind"] in CR_KINDS + PEERING_KINDS]
-    assert {d["kind"] for d in crs} == {"Agent", "AgentTool", "KopfPeering"}
+    assert {d["kind"] for d in crs} == {"Agent", "AgentTool", "MCPServer", "KopfPeering"}
     for doc in crs:
         jsonschema.validate(doc, schemas[doc["kind"]])
 
@@ -329,6 +329,8 @@ def test_schema_is_strict_at_every_level() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     passthrough = {
         "/global",
+        # An MCPServer's spec, validated by the apiserver against the CRD's schema.
+        "/mcp/servers/*",
         "/affinity/nodeAffinity",
         "/affinity/podAffinity",
         "/affinity/podAntiAffinity",

@@ -47,7 +47,7 @@ def free_port() -> int:
 
 def install_crds(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-    for crd in ("agentruns", "agents", "agenttools"):
+    for crd in ("agentruns", "agents", "agenttools", "mcpservers"):
         cluster.kubectl(
             "wait", "--for=condition=Established", f"crd/{crd}.agentrun.dev", "--timeout=30s"
         )
@@ -204,6 +204,7 @@ class OperatorProcess:
             # receivers listen on loopback ports; credentials live in agentrun-system.
             "AGENTRUN_ALLOWED_MODEL_URLS": "http://127.0.0.1:*",
             "AGENTRUN_ALLOWED_NOTIFY_URLS": "http://127.0.0.1:*",
+            "AGENTRUN_ALLOWED_MCP_URLS": "http://127.0.0.1:*",
             "AGENTRUN_CREDENTIALS_NAMESPACE": CREDENTIALS_NAMESPACE,
             **self.extra_env,
         }

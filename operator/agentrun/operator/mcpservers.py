@@ -124,6 +124,8 @@ def result_status(
 ) -> tuple[dict[str, Any] | None, str, str]:
     """(tools and digest, reason, message) from a list Job's envelope; None when it failed."""
     if envelope is None:
+        if "no valid answer" in job_message:
+            return None, "NoAnswer", f"{job_message} (spec.timeoutSeconds)"
         return None, "ListFailed", job_message or "the list Job gave no result"
     if not envelope.ok:
         error = envelope.error or "the list failed"
@@ -221,14 +223,17 @@ class Lister:
         name = job["metadata"]["name"]
         pod = await asyncio.to_thread(kube.find_job_pod, self.api, namespace, name)
         observation = jobs.job_observation(job, pod, None, None)
-        if pod is None:
-            return None, observation.message or observation.reason
-        text = await asyncio.to_thread(
-            kube.read_pod_log, self.api, namespace, pod["metadata"]["name"], LOG_LIMIT
-        )
-        envelope = jobs.parse_envelope(text)
-        if envelope is None and observation.reason == "DeadlineExceeded":
-            return None, "the server did not answer tools/list before the Job's deadline"
+        envelope = None
+        if pod is not None:
+            text = await asyncio.to_thread(
+                kube.read_pod_log, self.api, namespace, pod["metadata"]["name"], LOG_LIMIT
+            )
+            envelope = jobs.parse_envelope(text)
+        if envelope is None and "DeadlineExceeded" in (observation.reason, observation.message):
+            return (
+                None,
+                "the MCP server gave no valid answer to tools/list before the Job's deadline",
+            )
         return envelope, observation.message or observation.reason
 
     def _refused(
