@@ -180,7 +180,7 @@ def test_slack_buttons_decide_as_the_mapped_kubernetes_user(
         card = buttons[0]["value"]
         assert card == slack.button_value(ns, "run", action_hash=pending["actionHash"])
         ((channel, ts),) = fake.messages
-        assert annotations()["agentrun.dev/slack-card"] == f"{channel}/{ts}"
+        assert annotations()["agentrun.dev/slack-card"] == f"{channel}/{ts}/{pending['actionHash']}"
 
         # ---- not from Slack: a 401 that says why, and Slack's response URL is never called
         payload = fake.interaction("U0ALICE", slack.ACTION_APPROVE, card)
@@ -269,7 +269,12 @@ def test_slack_buttons_decide_as_the_mapped_kubernetes_user(
         # ---- decided with kubectl instead: the card is updated in place all the same
         spine.start("run2")
         pending2 = spine.wait_phase("AwaitingApproval", name="run2")["pendingAction"]
-        spine.wait(lambda: len(fake.messages) == 2, "the second card", 20)
+        value2 = slack.button_value(ns, "run2", action_hash=pending2["actionHash"])
+        spine.wait(
+            lambda: [m for m in fake.api_calls("chat.postMessage") if value2 in str(m)],
+            "the second card",
+            20,
+        )
         approved = spine.cluster.kubectl(
             "annotate", "agentrun", "run2", "-n", ns, f"--as={eve}",
             f"agentrun.dev/approve={pending2['actionHash']}",

@@ -71,7 +71,7 @@ def test_every_card_fits_slacks_block_kit_limits(long: bool) -> None:
         slackcard.input_card(run),
         slackcard.decided_card(run, "Approved", "alice@example.com"),
         slackcard.decided_card(run, "Rejected", "a" * 500, "why" * 2000, "state" * 1000),
-        slackcard.settled_card(run, "approval"),
+        slackcard.settled_card(run, "approval", HASH),
         slackcard.settled_card(run, "input"),
     ]
     model = AgentRun.model_validate(run)
@@ -128,11 +128,15 @@ def test_the_settled_card_has_no_buttons_and_names_the_decider() -> None:
     del run["status"]["pendingAction"]
     call = {"step": 3, "type": "ToolCall", "time": "t", "tool": "rollout-restart"}
     run["status"]["thread"].append({**call, "arguments": {"name": "web"}})
-    card = slackcard.settled_card(run, "approval")
+    card = slackcard.settled_card(run, "approval", HASH)
     assert not [b for b in card["blocks"] if b["type"] in ("actions", "input")]
     assert card["blocks"][0]["text"]["text"] == ":white_check_mark: nnnn/rrrrr: Approved by bob"
     texts = [b["text"]["text"] for b in card["blocks"] if b["type"] == "section"]
     assert any('"name": "web"' in t for t in texts) and "The run is Running now." in texts[-1]
+    # Cancelled while waiting: an earlier step's approval is not this card's decision.
+    run["status"]["phase"] = "Cancelled"
+    other = slackcard.settled_card(run, "approval", "cd" * 32)
+    assert other["blocks"][0]["text"]["text"] == ":information_source: nnnn/rrrrr: Cancelled"
 
 
 def test_the_core_asks_for_the_card_update_when_the_run_leaves_a_waiting_phase() -> None:

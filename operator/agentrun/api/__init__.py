@@ -20,7 +20,8 @@ ANNOTATION_DECIDED_BY = f"{GROUP}/decided-by"
 # only from the ServiceAccounts the operator trusts (--approval-proxy); the mutating webhook
 # turns it into decided-by and removes it, so it is never stored.
 ANNOTATION_DECIDED_FOR = f"{GROUP}/decided-for"
-# Set by the operator on a run whose Slack card is open: "<channel>/<ts>", for chat.update.
+# Set by the operator on a run whose Slack card is open: "<channel>/<ts>/<action hash>" (no
+# hash for a question), for chat.update when the run moves on.
 ANNOTATION_SLACK_CARD = f"{GROUP}/slack-card"
 LABEL_RUN = f"{GROUP}/run"
 LABEL_STEP = f"{GROUP}/step"

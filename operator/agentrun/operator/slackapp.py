@@ -2,7 +2,7 @@
 
 When a run needs approval or input, ``chat.postMessage`` posts a card (slackcard) with
 Approve/Reject buttons or an answer field, and the run is annotated with where it is
-(``agentrun.dev/slack-card: <channel>/<ts>``). When the run leaves that phase, whoever
+(``agentrun.dev/slack-card: <channel>/<ts>/<action hash>``). When the run leaves that phase, whoever
 decided and however (a button through the receiver, or kubectl), ``chat.update`` replaces the
 card with the decision and the run's phase: no stale buttons stay in the channel. Results and
 failures are posted as replies in the card's thread.
@@ -76,10 +76,11 @@ async def _token(api: k8s.ApiClient, spec: SlackAppNotify, policy: Policy) -> st
         raise SlackError(f"slackApp.tokenSecretRef not used: {err}") from None
 
 
-def _card_of(run: AgentRun) -> tuple[str, str] | None:
+def _card_of(run: AgentRun) -> tuple[str, str, str] | None:
+    """(channel, ts, the action hash it asks about) of the run's open card."""
     value = (run.metadata.get("annotations") or {}).get(ANNOTATION_SLACK_CARD, "")
-    channel, _, ts = value.partition("/")
-    return (channel, ts) if channel and ts else None
+    channel, ts, action_hash = ([*value.split("/"), "", ""])[:3]
+    return (channel, ts, action_hash) if channel and ts else None
 
 
 async def deliver(
@@ -99,7 +100,7 @@ async def deliver(
     card = _card_of(run)
     if settle and card is not None:
         kind = "input" if settle == Phase.AWAITING_INPUT.value else "approval"
-        message = slackcard.settled_card(body, kind)
+        message = slackcard.settled_card(body, kind, card[2])
         await call(api_url, token, "chat.update", {"channel": card[0], "ts": card[1], **message})
         log.info("Updated the Slack card of %s in place (%s)", _ref(run), settle)
     if event is None:
@@ -113,7 +114,11 @@ async def deliver(
         posted = await call(
             api_url, token, "chat.postMessage", {"channel": spec.channel, **build(body)}
         )
-        where = f"{posted.get('channel') or spec.channel}/{posted.get('ts')}"
+        pending = run.status.pendingAction
+        asked = (
+            pending.actionHash if pending is not None and build is slackcard.approval_card else ""
+        )
+        where = f"{posted.get('channel') or spec.channel}/{posted.get('ts')}/{asked}"
         meta = run.metadata
         await asyncio.to_thread(
             kube.annotate_run,

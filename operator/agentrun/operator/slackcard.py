@@ -230,12 +230,13 @@ def decided_card(
     return {"text": clip(title, lim.MESSAGE_TEXT), "blocks": blocks}
 
 
-def settled_card(run: dict[str, Any], card: str) -> dict[str, Any]:
-    """The card as the run moved on (it was `card`: "approval" or "input"), however the human
-    decided (Slack or kubectl), from status.approvals and the run's phase."""
+def settled_card(run: dict[str, Any], card: str, action_hash: str = "") -> dict[str, Any]:
+    """The card as the run moved on (it was `card`: "approval" or "input", for the action of
+    `action_hash`), however the human decided (Slack or kubectl), from status.approvals and
+    the run's phase. A cancel leaves no record of that action: the card says the phase."""
     status = run.get("status") or {}
     phase = str(status.get("phase") or "")
-    approvals = status.get("approvals") or []
+    approvals = [a for a in status.get("approvals") or [] if a.get("actionHash") == action_hash]
     state = f"The run is {phase} now."
     if card == "input":
         thread = status.get("thread") or []
