@@ -193,6 +193,8 @@ def test_full_values_reach_the_manifests() -> None:
         "/var/run/agentrun/webhook/tls.key",
         "--approver-role",
         "agentrun-full-approver",
+        "--approval-proxy",
+        "system:serviceaccount:agentrun-system:agentrun-full-receiver",
         "--verbose",
     ]
     env = {e["name"]: e["value"] for e in c["env"]}
