@@ -844,6 +844,10 @@ clusterCIDR: {cidr}
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 oomScoreAdj: 0
+# Services from their Endpoints, which the endpoint controller keeps (no EndpointSlice
+# controller runs): with slices, only `kubernetes` (whose slice the node writes) would route.
+featureGates:
+  EndpointSliceProxying: false
 # zeros: kube-proxy leaves the machine-wide conntrack settings alone
 conntrack:
   maxPerCore: 0
