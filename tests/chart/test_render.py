@@ -132,10 +132,13 @@ def test_default_install() -> None:
 
 
 def test_restricted_security_context(rendered: list[dict[str, Any]]) -> None:
-    """The operator and the Helm test pod meet the restricted Pod Security Standard."""
-    pods = [d["spec"]["template"]["spec"] for d in by_kind(rendered, "Deployment")]
+    """The operator, the receiver (when it has a namespace) and the Helm test pod meet the
+    restricted Pod Security Standard."""
+    deployments = by_kind(rendered, "Deployment")
+    pods = [d["spec"]["template"]["spec"] for d in deployments]
     pods += [d["spec"] for d in by_kind(rendered, "Pod")]
-    assert len(pods) == 2
+    receivers = [d for d in deployments if d["metadata"]["name"].endswith("-receiver")]
+    assert len(pods) == 2 + len(receivers)
     for pod in pods:
         psc = pod["securityContext"]
         assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532

@@ -224,6 +224,7 @@ def test_full_network_policies() -> None:
     policies = by_kind(docs, "NetworkPolicy")
     assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies) == [
         ("agentrun-system", "agentrun-full"),
+        ("agentrun-system", "agentrun-full-receiver"),
         ("prod", "agentrun-full-tools"),
         ("staging", "agentrun-full-tools"),
     ]
@@ -265,6 +266,26 @@ def test_full_network_policies() -> None:
             [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "models"}}}],
             [("TCP", 8000)],
         ),
+    ]
+    # The receiver: its port, from Alertmanager only; egress DNS and the apiserver, nothing else.
+    receiver = one(policies, "NetworkPolicy", "agentrun-full-receiver")["spec"]
+    assert receiver["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "receiver"
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+    alertmanager = {"app.kubernetes.io/name": "alertmanager"}
+    assert receiver["ingress"] == [
+        {
+            "ports": [{"protocol": "TCP", "port": 9081}],
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": monitoring},
+                    "podSelector": {"matchLabels": alertmanager},
+                }
+            ],
+        }
+    ]
+    assert _rules_to(receiver["egress"]) == [
+        ([dns], [("UDP", 53), ("TCP", 53)]),
+        (apiserver, [("TCP", 6443)]),
     ]
 
 

@@ -66,6 +66,11 @@ def test_manifests_pass_a_server_side_dry_run_on_1_20(
                 # system-cluster-critical is reserved for kube-system by the Priority admission.
                 'priorityClassName=""',
                 'metrics.grafanaDashboard.namespace=""',  # the release's, not `monitoring`
+                # The receiver's namespaces (prod, staging in the full values) are the run one.
+                f'receiver.namespaces=["{runs_ns}"]',
+                'receiver.defaultNamespace=""',
+                "receiver.routes=[]",
+                "receiver.api.allowedNamespaces=[]",
             ],
         )
         # ServiceMonitor (Prometheus Operator) and cert-manager kinds have no CRDs here.
@@ -186,6 +191,9 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
         f'webhook.namespaceSelector={{"matchLabels":{{"agentrun.dev/chart-test":"{rel}"}}}}',
         # The scripted model server listens on loopback: the admin allows it.
         "--set-json", 'model.allowedURLs=["http://127.0.0.1:*"]',
+        # The stand-in mounts no ConfigMap or Secret, so the receiver would find no config:
+        # the chart's receiver runs on the real node (tests/realnode/test_receiver.py).
+        "--set", "receiver.enabled=false",
         kubeconfig=kubeconfig,
     )  # fmt: skip
 

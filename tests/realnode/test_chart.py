@@ -93,9 +93,8 @@ def test_chart_operator_runs_an_agentrun_in_containers(
         hook = _get(cluster, "validatingwebhookconfiguration", fullname)["webhooks"][0]
         assert "url" not in hook["clientConfig"]
         assert hook["clientConfig"]["service"]["name"] == f"{fullname}-webhook"
-        (pod,) = _get(cluster, "pods", "-n", system_ns, "-l", f"app.kubernetes.io/instance={rel}")[
-            "items"
-        ]
+        selector = f"app.kubernetes.io/instance={rel},app.kubernetes.io/component=operator"
+        (pod,) = _get(cluster, "pods", "-n", system_ns, "-l", selector)["items"]
         assert pod["spec"]["nodeName"] == realnode.name
         assert pod["spec"]["containers"][0]["image"] == realnode.image
         assert pod["spec"]["serviceAccountName"] == fullname
@@ -163,7 +162,6 @@ def test_chart_operator_runs_an_agentrun_in_containers(
         # the operator pod dies while the run waits: its Deployment replaces it
         old = pod["metadata"]["name"]
         cluster.kubectl("delete", "pod", old, "-n", system_ns, "--grace-period=1")
-        selector = f"app.kubernetes.io/instance={rel}"
 
         def replaced() -> str | None:
             for p in _get(cluster, "pods", "-n", system_ns, "-l", selector)["items"]:

@@ -215,3 +215,25 @@ Extra egress rules from a values list (toolEgress, operatorEgress).
   {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The receiver's name (Deployment, Service, ServiceAccount, ConfigMap, NetworkPolicy).
+*/}}
+{{- define "agentrun.receiverName" -}}
+{{- printf "%s-receiver" (include "agentrun.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The Secret holding the receiver's bearer token(s): receiver.existingSecret or the chart's.
+*/}}
+{{- define "agentrun.receiverSecret" -}}
+{{- default (printf "%s-token" (include "agentrun.receiverName" .) | trunc 63 | trimSuffix "-") .Values.receiver.existingSecret }}
+{{- end }}
+
+{{/*
+Namespaces the receiver may create runs in, comma-separated: receiver.namespaces, else
+toolNamespaces. Its RBAC is bound there and its config bounded by them.
+*/}}
+{{- define "agentrun.receiverNamespaces" -}}
+{{- join "," (default .Values.toolNamespaces .Values.receiver.namespaces) }}
+{{- end }}
