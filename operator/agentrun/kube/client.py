@@ -12,6 +12,7 @@ import binascii
 import json
 import os
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,11 +23,13 @@ from kubernetes.client.exceptions import ApiException
 from agentrun.api import GROUP, VERSION
 from agentrun.engine.policy import CREDENTIALS_LABEL
 from agentrun.kube import raw as rawapi
+from agentrun.kube.events import Correlator
 
 COMPONENT = "agentrun-operator"
 AGENTRUNS, AGENTS, AGENTTOOLS = "agentruns", "agents", "agenttools"
 MAX_EVENT_MESSAGE = 1024
 MERGE_PATCH = "application/merge-patch+json"
+_EVENTS = Correlator()  # one per process, as client-go has one per recorder
 SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
 
@@ -231,14 +234,40 @@ def annotate_run(api: client.ApiClient, ns: str, name: str, annotations: dict[st
 def record_event(
     api: client.ApiClient, run: dict[str, Any], type_: str, reason: str, message: str
 ) -> None:
-    """A core/v1 Event on the AgentRun; run is its body, or a ref of metadata-style keys."""
+    """A core/v1 Event on the AgentRun; run is its body, or a ref of metadata-style keys.
+    A repeat on the same run is counted on the Event it repeats (see events.py)."""
     meta = run.get("metadata") or run
     name, ns = meta["name"], meta.get("namespace") or "default"
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = time.time()
+    key, emit = _EVENTS.next(ns, str(meta.get("uid") or name), type_, reason, message, now)
+    stamp = _stamp(now)
+    existing = emit.existing
+    if existing is not None:
+        update = {
+            "count": emit.count,
+            "lastTimestamp": stamp,
+            "message": emit.message[:MAX_EVENT_MESSAGE],
+        }
+        try:
+            _send(
+                api,
+                "PATCH",
+                _ns_path("/api/v1", ns, "events", existing),
+                update,
+                content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            _absent(exc, 404)
+            _EVENTS.forget(key)  # expired: a new Event below
+            key, emit = _EVENTS.next(ns, str(meta.get("uid") or name), type_, reason, message, now)
+        else:
+            _EVENTS.sent(key, existing, emit, now)
+            return
+    event_name = f"{name[:200]}.{secrets.token_hex(8)}"
     event = {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{name[:200]}.{secrets.token_hex(8)}", "namespace": ns},
+        "metadata": {"name": event_name, "namespace": ns},
         "involvedObject": {
             "apiVersion": run.get("apiVersion", f"{GROUP}/{VERSION}"),
             "kind": run.get("kind", "AgentRun"),
@@ -249,15 +278,20 @@ def record_event(
         },
         "type": type_,
         "reason": reason,
-        "message": message[:MAX_EVENT_MESSAGE],
+        "message": emit.message[:MAX_EVENT_MESSAGE],
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
+        "firstTimestamp": _stamp(emit.first_seconds),
+        "lastTimestamp": stamp,
+        "count": emit.count,
     }
     _send(api, "POST", _ns_path("/api/v1", ns, "events"), event)
+    _EVENTS.sent(key, event_name, emit, now)
+
+
+def _stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _get(api: client.ApiClient, path: str) -> dict[str, Any] | None:
