@@ -57,6 +57,7 @@ from agentrun.engine.core import (
     Observations,
     RemoveAnnotations,
     ToolCall,
+    ToolCalls,
     decide,
 )
 from agentrun.llm import context, toolcall
@@ -334,7 +335,14 @@ async def drive(
         job = None
         if cur is not None and cur.state is not ActionState.AWAITING_APPROVAL:
             job = jobs.get(cur.jobRef, JobObservation(cur.jobRef, JobPhase.NOT_FOUND))
-        status, actions = decide(run, Observations(now=NOW, config=config, model=pending, job=job))
+        batch = {
+            c.jobRef: jobs.get(c.jobRef, JobObservation(c.jobRef, JobPhase.NOT_FOUND))
+            for c in run.status.batch
+            if c.result is None
+        }
+        status, actions = decide(
+            run, Observations(now=NOW, config=config, model=pending, job=job, batch=batch)
+        )
         pending = None
         run = run.model_copy(update={"status": status})
         moved = retry
@@ -353,14 +361,13 @@ async def drive(
                     )
                 )
                 pending = await model(run, config, action.step, messages, definitions)
-                if isinstance(pending, ModelReply) and isinstance(pending.action, ToolCall):
-                    out.calls.append(
-                        {
-                            "step": action.step,
-                            "tool": pending.action.tool,
-                            "arguments": pending.action.arguments,
-                        }
-                    )
+                made = pending.action if isinstance(pending, ModelReply) else None
+                for i, call in enumerate(made.calls if isinstance(made, ToolCalls) else [made]):
+                    if isinstance(call, ToolCall):
+                        step = action.step + i  # each read of a batch is a step of its own
+                        out.calls.append(
+                            {"step": step, "tool": call.tool, "arguments": call.arguments}
+                        )
                 moved = True
             elif isinstance(action, CreateJob):
                 if action.name not in jobs:

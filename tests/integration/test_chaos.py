@@ -52,6 +52,8 @@ QUICK = "quick-read"
 SLOW = "slow-read"
 READ_CALL = {"tool": QUICK, "arguments": {}}
 MALFORMED = {"raw_tool_calls": [{"name": QUICK, "arguments": '{"kind": "Depl'}]}
+# Three reads in one reply: they run together, steps 1-3, and the model is next asked at 4.
+BATCH = {"raw_tool_calls": [{"name": QUICK, "arguments": {}}] * 3}
 
 
 def _write_call(namespace: str) -> dict[str, Any]:
@@ -71,8 +73,19 @@ KINDS: dict[str, list[tuple[int, str]]] = {
     ],
     "malformed": [(1, "Error"), (2, "ToolCall"), (2, "ToolResult"), (3, "Done")],
     "slow": [(1, "ToolCall"), (1, "ToolResult"), (2, "Done")],
+    "batch": [
+        (1, "ToolCall"),
+        (2, "ToolCall"),
+        (3, "ToolCall"),
+        (1, "ToolResult"),
+        (2, "ToolResult"),
+        (3, "ToolResult"),
+        (4, "Done"),
+    ],
 }
-JOB_STEPS = {"read": {1}, "write": {1, 2}, "malformed": {2}, "slow": {1}}
+JOB_STEPS = {"read": {1}, "write": {1, 2}, "malformed": {2}, "slow": {1}, "batch": {1, 2, 3}}
+MODEL_STEPS = {"read": {1, 2}, "write": {1, 2, 3}, "malformed": {1, 2, 3}, "slow": {1, 2}}
+MODEL_STEPS["batch"] = {1, 4}
 
 
 def _script(kind: str, namespace: str) -> list[dict[str, Any]]:
@@ -81,6 +94,7 @@ def _script(kind: str, namespace: str) -> list[dict[str, Any]]:
         "write": [READ_CALL, _write_call(namespace), done(f"{kind}: web restarted.")],
         "malformed": [MALFORMED, READ_CALL, done(f"{kind}: recovered, web is fine.")],
         "slow": [{"tool": SLOW, "arguments": {}}, done(f"{kind}: web is fine.")],
+        "batch": [BATCH, done("never asked"), done("never asked"), done(f"{kind}: fine.")],
     }
     return scripts[kind]
 
@@ -364,7 +378,7 @@ def check_invariants(
             for e in reversed(status.get("thread", []))
             if e["type"] in ("ToolCall", "Done") or (e["type"] == "Error" and kind == "malformed")
         }
-        for step in range(1, len({s for s, _ in KINDS[kind]}) + 1):
+        for step in sorted(MODEL_STEPS[kind]):
             times = sorted(requests.get((name, step), []))
             if not times:
                 problems.append(f"{name}: the model was never asked for step {step}")
@@ -407,8 +421,8 @@ def test_fifty_runs_while_the_operator_is_killed_at_random(
     spine, start = own_operator
     ns = spine.namespace
     t0 = time.monotonic()
-    api = _setup(spine, ["read", "write", "malformed"], rng)
-    order = ["read"] * 20 + ["write"] * 15 + ["malformed"] * 15
+    api = _setup(spine, ["read", "write", "malformed", "batch"], rng)
+    order = ["read"] * 14 + ["write"] * 13 + ["malformed"] * 11 + ["batch"] * 12
     rng.shuffle(order)
     kinds = {f"r{i:02d}-{kind}": kind for i, kind in enumerate(order)}
     names = list(kinds)

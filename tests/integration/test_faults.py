@@ -61,18 +61,19 @@ def test_model_timeouts_fail_the_run_with_the_cause(spine: Spine) -> None:
     assert "timed out" in condition(status, "Succeeded")["message"]
 
 
-def test_two_tool_calls_at_once_are_refused_then_recovered(spine: Spine) -> None:
-    two = {
+def test_done_beside_a_tool_call_is_refused_then_recovered(spine: Spine) -> None:
+    both = {
         "raw_tool_calls": [
             {"name": "k8s-get", "arguments": '{"kind": "Pod"}'},
-            {"name": "k8s-get", "arguments": '{"kind": "Service"}'},
+            {"name": "done", "arguments": '{"answer": "Nothing to see."}'},
         ]
     }
-    spine.setup([two, READ, done()])
+    spine.setup([both, READ, done()])
     spine.start()
     status = spine.wait_phase("Succeeded")
-    assert "Exactly one action per step, got 2" in status["thread"][0]["content"]
-    assert len(spine.jobs()) == 1  # neither of the two calls ran
+    assert "`done` is called alone" in status["thread"][0]["content"]
+    assert "none of the 2 calls ran" in status["thread"][0]["content"]
+    assert len(spine.jobs()) == 1  # neither of the two calls ran; step 2's read did
 
 
 def test_truncated_json_arguments_are_an_error_the_model_sees(spine: Spine) -> None:

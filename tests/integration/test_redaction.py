@@ -134,5 +134,6 @@ def test_a_corpus_of_credentials_leaves_no_trace(
     assert "secretKeyRef" in pod_result  # where a credential comes from is evidence
     outputs = json.loads(places["configmaps"])["items"]
     raw = json.dumps([cm["data"] for cm in outputs if cm["metadata"]["name"].endswith("-out")])
-    assert "Authorization: token ****" in raw and "BEGIN OPENSSH PRIVATE KEY" in raw
+    kept = raw + places["status"]  # a raw output the thread keeps whole has no ConfigMap
+    assert "Authorization: token ****" in kept and "BEGIN OPENSSH PRIVATE KEY" in kept
     assert any(p.get("event") == "Succeeded" for p in json.loads(notifications))

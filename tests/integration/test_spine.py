@@ -6,6 +6,7 @@ import hashlib
 import json
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from agentrun.api.naming import action_hash
 from tests.integration.spine import READ, Spine, condition, done, thread_types
@@ -85,10 +86,17 @@ def test_happy_path_read_then_approved_write_then_done(spine: Spine) -> None:
     web = stack.get(spine.cluster, "deployment", "web", spine.namespace)
     assert web is not None
     assert "kubectl.kubernetes.io/restartedAt" in web["spec"]["template"]["metadata"]["annotations"]
-    # The raw output is kept outside the prompt, linked from the thread.
-    ref = status["thread"][1]["outputRef"]
-    cm = stack.get(spine.cluster, "configmap", ref, spine.namespace)
-    assert cm is not None and "Deployment" in json.dumps(cm["data"])
+    # A raw output the thread cannot keep whole is kept outside it, linked from the thread;
+    # one it keeps whole gets no ConfigMap (one request less per call).
+    result = status["thread"][1]
+    ref = result.get("outputRef")
+    assert (ref is not None) == ("[truncated:" in result["content"])
+    listed = spine.cluster.kubectl("get", "configmaps", "-n", spine.namespace, "-o", "name")
+    outputs = [n.removeprefix("configmap/") for n in listed.stdout.split()]
+    assert [c for c in outputs if c.endswith("-out")] == ([ref] if ref else [])
+    if ref:
+        cm = stack.get(spine.cluster, "configmap", ref, spine.namespace)
+        assert cm is not None and "Deployment" in json.dumps(cm["data"])
 
 
 def test_approval_with_another_hash_runs_nothing(spine: Spine) -> None:
@@ -114,9 +122,22 @@ def test_approval_with_another_hash_runs_nothing(spine: Spine) -> None:
     warnings = [e for e in spine.events() if e["reason"] == "ApprovalMismatch"]
     assert warnings and warnings[0]["type"] == "Warning"
 
+    # The same wrong approval again: counted on the one Event, as client-go's recorder does.
+    spine.annotate("agentrun.dev/approve", "1" * 64)
+    spine.wait(lambda: len(spine.status()["approvals"]) == 2, "the second refusal")
+    spine.annotate("agentrun.dev/approve", "1" * 64)
+    spine.wait(lambda: len(spine.status()["approvals"]) == 3, "the third refusal")
+
+    def counted() -> list[dict[str, Any]] | None:
+        found = [e for e in spine.events() if e["reason"] == "ApprovalMismatch"]
+        return found if sum(e.get("count", 1) for e in found) == 3 else None
+
+    mismatches = spine.wait(counted, "three mismatches counted")
+    assert sorted(e.get("count", 1) for e in mismatches) == [1, 2]  # "0..." once, "1..." twice
+
     spine.annotate("agentrun.dev/approve", right)
     status = spine.wait_phase("Succeeded")
-    assert [a["decision"] for a in status["approvals"]] == ["Refused", "Approved"]
+    assert [a["decision"] for a in status["approvals"]] == ["Refused"] * 3 + ["Approved"]
     assert len(spine.jobs()) == 1
 
 
@@ -318,6 +339,79 @@ def test_prefetch_puts_evidence_in_the_first_prompt(spine: Spine) -> None:
     assert len(jobs) == 1 and "-p0-" in jobs[0]["metadata"]["name"]
     first = json.dumps(spine.model_requests(step=1)[0]["messages"])
     assert "tool_result" in first and "web" in first
+
+
+def _overlap(jobs: list[dict[str, Any]]) -> bool:
+    """Whether the Jobs ran at the same time: each started before any of them finished."""
+    starts = [str(j["status"]["startTime"]) for j in jobs]
+    ends = [str(j["status"]["completionTime"]) for j in jobs]
+    return max(starts) < min(ends)
+
+
+def test_prefetch_calls_run_together_before_the_first_model_call(spine: Spine) -> None:
+    # Three calls of a tool that takes 4 s: one after the other they would take 12 s.
+    prefetch = [
+        {"tool": "slow-get", "arguments": {"kind": "Deployment", "name": "web"}},
+        {"tool": "slow-get", "arguments": {"kind": "Pod"}},
+        {"tool": "slow-get", "arguments": {"kind": "Deployment", "name": "{{ input.context.x }}"}},
+        {"tool": "slow-get", "arguments": {"kind": "Service"}},
+    ]
+    spine.setup([done()], prefetch=prefetch)
+    spine.start()
+    status = spine.wait_phase("Succeeded")
+
+    jobs = spine.jobs()
+    assert sorted(j["metadata"]["name"].split("-")[-2] for j in jobs) == ["p0", "p1", "p3"]
+    assert _overlap(jobs)
+    types = thread_types(status)
+    assert (
+        types[:7]
+        == [(0, "ToolCall"), (0, "ToolCall"), (0, "Error"), (0, "ToolCall")]
+        + [(0, "ToolResult")] * 3
+    )
+    results = [e for e in status["thread"] if e["type"] == "ToolResult"]
+    assert [r["jobRef"].split("-")[-2] for r in results] == ["p0", "p1", "p3"]
+    assert "input has no input.context.x" in status["thread"][2]["content"]
+    # The model was asked once, after every prefetch Job had finished.
+    assert status["usage"]["modelCalls"] == 1
+    first = json.dumps(spine.model_requests(step=1)[0]["messages"])
+    assert first.count("<tool_result") >= 3
+
+
+def test_reads_in_one_reply_run_together_and_a_write_beside_them_waits(spine: Spine) -> None:
+    together = {
+        "raw_tool_calls": [
+            {"name": "slow-get", "arguments": {"kind": "Deployment", "name": "web"}},
+            {"name": "rollout-restart", "arguments": spine.write()["arguments"]},
+            {"name": "slow-get", "arguments": {"kind": "Pod"}},
+        ]
+    }
+    # The scripted model answers by step; the reads took steps 1 and 2, so step 2 is not asked.
+    spine.setup([together, done("never asked"), spine.write(), done("Restarted web.")])
+    spine.start()
+    status = spine.wait_phase("AwaitingApproval")
+
+    # The two reads ran together, each its own step; the write was not proposed with them.
+    reads = spine.jobs()
+    assert sorted(j["metadata"]["labels"]["agentrun.dev/step"] for j in reads) == ["1", "2"]
+    assert _overlap(reads)
+    assert thread_types(status)[:5] == [
+        (1, "ToolCall"),
+        (2, "ToolCall"),
+        (2, "Error"),
+        (1, "ToolResult"),
+        (2, "ToolResult"),
+    ]
+    assert "rollout-restart was not proposed" in status["thread"][2]["content"]
+    # Proposed alone at the next model call, it waits for its own approval.
+    assert status["pendingAction"]["step"] == 3
+    assert status["usage"]["modelCalls"] == 2
+    spine.annotate("agentrun.dev/approve", status["pendingAction"]["actionHash"])
+    status = spine.wait_phase("Succeeded")
+    assert [j["metadata"]["labels"]["agentrun.dev/tool"] for j in spine.jobs()].count(
+        "rollout-restart"
+    ) == 1
+    assert status["step"] == 4
 
 
 def _metrics(op: OperatorProcess) -> str:

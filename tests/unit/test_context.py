@@ -47,7 +47,8 @@ def test_user_message_has_task_context_tools_and_instruction() -> None:
     assert "<thread/>" in user
     last = user.splitlines()[-1]
     assert last.startswith("This is step 1.")
-    assert "exactly one tool" in last
+    assert "several in one reply run together" in last
+    assert "one write tool alone" in last
 
 
 def test_thread_blocks_one_per_event() -> None:

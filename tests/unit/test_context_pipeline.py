@@ -156,7 +156,7 @@ def test_instruction_hints() -> None:
     assert "rejected" in next_instruction(make_run([ev(1, EventType.REJECTION, "no")]))
     assert "answered" in next_instruction(make_run([ev(1, EventType.ANSWER, "yes")]))
     plain = next_instruction(make_run([ev(0, ERROR, "prefetch failed")]))
-    assert plain.startswith("This is step 1. Call exactly one tool now")
+    assert plain.startswith("This is step 1. Call a tool now")
 
 
 # ---------------------------------------------------------------- the budget

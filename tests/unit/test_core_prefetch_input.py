@@ -89,7 +89,7 @@ def test_prefetch_runs_as_a_job_before_the_first_model_call() -> None:
     assert len(creates) == 1 and not any(isinstance(a, CallModel) for a in actions)
     assert creates[0].arguments == {"kind": "Deployment", "name": "web", "namespace": "shop"}
     assert creates[0].name == job_name("r", "u-1", 0, prefetch=0)
-    assert status.currentAction is not None and status.currentAction.prefetch
+    assert [c.prefetch for c in status.batch] == [True] and status.currentAction is None
     assert status.step == 0
     assert [(e.step, e.type) for e in status.thread] == [(0, EventType.TOOL_CALL)]
 
@@ -100,8 +100,10 @@ def test_prefetch_runs_as_a_job_before_the_first_model_call() -> None:
         content="web: 0/1 ready",
         outputRef="cm",
     )
-    status, actions = decide(run(status), Observations(now=NOW, config=cfg, job=done))
-    assert status.prefetched == 1 and status.currentAction is None
+    status, actions = decide(
+        run(status), Observations(now=NOW, config=cfg, batch={done.name: done})
+    )
+    assert status.prefetched == 1 and not status.batch
     assert status.thread[-1].type is EventType.TOOL_RESULT
     assert status.thread[-1].content == "web: 0/1 ready"
     assert CallModel(step=1) in actions
@@ -110,9 +112,9 @@ def test_prefetch_runs_as_a_job_before_the_first_model_call() -> None:
 def test_a_failed_prefetch_is_context_not_an_agent_error() -> None:
     cfg = config([GET_DEPLOY])
     status, actions = decide(run(), Observations(now=NOW, config=cfg))
-    name = status.currentAction.jobRef if status.currentAction else ""
+    name = status.batch[0].jobRef
     failed = JobObservation(name=name, phase=JobPhase.FAILED, reason="BackoffLimitExceeded")
-    status, actions = decide(run(status), Observations(now=NOW, config=cfg, job=failed))
+    status, actions = decide(run(status), Observations(now=NOW, config=cfg, batch={name: failed}))
     assert status.consecutiveErrors == 0
     assert status.thread[-1].type is EventType.ERROR
     assert CallModel(step=1) in actions
@@ -220,7 +222,7 @@ def test_a_prefetch_with_a_default_runs_where_the_label_is_missing() -> None:
     status, actions = decide(run(), Observations(now=NOW, config=config([events])))
     [job] = [a for a in actions if isinstance(a, CreateJob)]
     assert job.arguments == {"kind": "Event", "namespace": "ops"}
-    assert status.currentAction is not None and status.currentAction.prefetch
+    assert [c.prefetch for c in status.batch] == [True]
 
 
 def test_an_invalid_spec_ends_a_run_waiting_for_input_like_any_other_ending() -> None:
@@ -237,3 +239,22 @@ def test_an_invalid_spec_ends_a_run_waiting_for_input_like_any_other_ending() ->
     assert pending is not None
     assert (pending.status, pending.reason) == (ConditionStatus.FALSE, "InvalidSpec")
     assert actions == [RecordEvent(type="Warning", reason="InvalidSpec", message="bad")]
+
+
+def test_results_only_the_thread_holds_are_compacted_last() -> None:
+    big = "x" * 20_000
+    thread = [
+        ThreadEvent(
+            step=i,
+            type=EventType.TOOL_RESULT,
+            time="t",
+            content=big,
+            outputRef=f"cm{i}" if i % 2 else None,
+        )
+        for i in range(14)
+    ]
+    bounded, dropped = bound_thread(thread, 0)
+    assert dropped == 0
+    # Enough room was made by compacting the results kept in ConfigMaps.
+    assert all(e.content == big for e in bounded if e.outputRef is None)
+    assert any("[compacted; full output in ConfigMap" in e.content for e in bounded)

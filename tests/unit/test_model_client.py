@@ -138,7 +138,12 @@ def test_bad_replies_become_invalid_actions(server: ScriptedModelServer) -> None
             "m-bad": [
                 {"raw_tool_calls": [{"name": "k8s-get", "arguments": '{"kind": "Pod"'}]},
                 {"tool": "kubectl-exec", "arguments": {}},
-                {"raw_tool_calls": [{"name": "k8s-get", "arguments": {"kind": "Pod"}}] * 2},
+                {
+                    "raw_tool_calls": [
+                        {"name": "k8s-get", "arguments": {"kind": "Pod"}},
+                        {"name": "done", "arguments": {"answer": "x"}},
+                    ]
+                },
                 {"text": "The pod is probably fine."},
                 {"tool": "k8s-get", "arguments": {"kind": "Pod", "verb": "delete"}},
             ]
@@ -151,8 +156,8 @@ def test_bad_replies_become_invalid_actions(server: ScriptedModelServer) -> None
         messages.append(reply.action.message)
     assert "not valid JSON" in messages[0]
     assert "Unknown tool 'kubectl-exec'; allowed tools: k8s-get, done" in messages[1]
-    assert "Exactly one action per step, got 2" in messages[2]
-    assert "no tool call" in messages[3] and "exactly one tool" in messages[3]
+    assert "`done` is called alone" in messages[2] and "none of the 2 calls ran" in messages[2]
+    assert "no tool call" in messages[3] and "Every reply calls a tool" in messages[3]
     assert "verb: unknown field" in messages[4]
     # One pooled keep-alive connection served all five steps.
     assert len({r["peer"] for r in seen(server, "m-bad")}) == 1

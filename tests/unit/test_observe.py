@@ -121,7 +121,7 @@ def test_a_pod_not_made_by_the_job_is_not_read(monkeypatch: pytest.MonkeyPatch) 
     assert seen.output is None  # its log was not read, nor kept
 
 
-def test_a_finished_jobs_output_is_kept_while_the_runs_budget_lasts(
+def test_a_short_output_is_kept_whole_in_the_thread_and_gets_no_configmap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake, r, run, job = proposed(monkeypatch)
@@ -129,7 +129,21 @@ def test_a_finished_jobs_output_is_kept_while_the_runs_budget_lasts(
     pods = FinishedPods(own_pod(fake.jobs[(NS, job)]), "3 pods Running\n")
     seen = observe(observer(pods, r.jobs), run)
     assert seen.job is not None and seen.job.phase is JobPhase.SUCCEEDED
+    assert seen.output is None and seen.job.outputRef is None and seen.job.storedBytes == 0
+    assert "3 pods Running" in seen.job.content
+
+
+def test_a_finished_jobs_output_is_kept_while_the_runs_budget_lasts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, r, run, job = proposed(monkeypatch)
+    fake.jobs[(NS, job)] = complete(fake.jobs[(NS, job)])
+    long = "3 pods Running\n" + "pod web-0 Running\n" * 400
+    pods = FinishedPods(own_pod(fake.jobs[(NS, job)]), long)
+    seen = observe(observer(pods, r.jobs), run)
+    assert seen.job is not None and seen.job.phase is JobPhase.SUCCEEDED
     assert seen.output is not None and "3 pods Running" in str(seen.output["data"])
+    assert "truncated" in seen.job.content and seen.job.outputRef is not None
     assert seen.job.storedBytes > 0
     assert seen.job.outputRef == seen.output["metadata"]["name"]
 
@@ -163,3 +177,21 @@ def test_config_is_read_from_the_watch_and_a_miss_costs_one_get_per_object(
     cold.access.can_write = r.access.can_write  # type: ignore[method-assign]
     asyncio.run(cold.config(run))
     assert gets == ["Agent/sre", "AgentTool/get", "AgentTool/fix"]
+
+
+def test_a_step_reads_its_job_from_the_watch_not_a_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, r, run, job = proposed(monkeypatch)
+    seen: set[str] = set()
+    fake.calls.clear()
+    r.jobs.watched(NS, fake.jobs[(NS, job)])  # the watch's ADDED, not finished yet
+    running = observe(r.observer, run, seen).job
+    assert running is not None and running.phase is JobPhase.RUNNING
+    assert "read_job" not in fake.verbs()
+
+    # A Job of the same name but another uid (not ours) is never taken from the watch.
+    impostor = copy.deepcopy(fake.jobs[(NS, job)])
+    impostor["metadata"]["uid"] = "someone-elses"
+    r.jobs.watched(NS, impostor)
+    assert r.jobs.state(NS, job) is None
+    observe(r.observer, run, seen)
+    assert "read_job" in fake.verbs()

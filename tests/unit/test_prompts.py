@@ -98,9 +98,9 @@ def test_shipped_prompts_parse_and_use_known_variables() -> None:
         assert placeholders(prompt.text) <= PROMPT_VARIABLES, prompt.path
 
 
-def test_sre_agent_prompt_v1() -> None:
+def test_sre_agent_prompt_v2() -> None:
     prompt = load_prompt("sre-agent", directory=REPO_PROMPTS)
-    assert prompt.version == "1"
+    assert prompt.version == "2"
     text = prompt.text.lower()
     for phrase in (
         "read tools",
@@ -109,7 +109,8 @@ def test_sre_agent_prompt_v1() -> None:
         "`done`",
         "root cause",
         "evidence",
-        "exactly one tool",
+        "one write tool alone",
+        "run together",
         "untrusted",
     ):
         assert phrase in text, phrase

@@ -10,7 +10,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessage
 
 from agentrun.api import AgentToolSpec, Effect
-from agentrun.engine.core import Done, InvalidAction, ToolCall
+from agentrun.engine.core import Done, InvalidAction, ToolCall, ToolCalls
 from agentrun.llm.toolcall import dump, parse_reply, tool_definitions, validator_for
 
 GET_SCHEMA: dict[str, Any] = {
@@ -163,15 +163,29 @@ def test_text_only_is_invalid() -> None:
     got = parse_reply(message(content="I think the pod is crashing."), TOOLS)
     assert isinstance(got, InvalidAction)
     assert "no tool call" in got.message
-    assert "exactly one tool" in got.message
+    assert "Every reply calls a tool" in got.message
     assert "`done`" in got.message
     assert "crashing" in got.message
 
 
-def test_two_calls_are_invalid() -> None:
+def test_done_beside_another_call_is_invalid_and_nothing_runs() -> None:
     got = parse_reply(message(("k8s-get", '{"kind":"Pod"}'), ("done", '{"answer":"x"}')), TOOLS)
     assert isinstance(got, InvalidAction)
-    assert "exactly one action per step, got 2" in got.message.lower()
+    assert "`done` is called alone" in got.message and "none of the 2 calls ran" in got.message
+
+
+def test_several_valid_calls_are_parsed_in_order() -> None:
+    got = parse_reply(
+        message(("k8s-get", '{"kind":"Pod"}'), ("k8s-get", '{"kind":"Deployment"}')), TOOLS
+    )
+    assert isinstance(got, ToolCalls)
+    assert [c.arguments["kind"] for c in got.calls] == ["Pod", "Deployment"]
+
+
+def test_one_bad_call_among_several_says_which_and_nothing_runs() -> None:
+    got = parse_reply(message(("k8s-get", '{"kind":"Pod"}'), ("k8s-get", '{"kind": 3')), TOOLS)
+    assert isinstance(got, InvalidAction)
+    assert got.message.startswith("Call 2 of 2:") and "None of the calls ran" in got.message
 
 
 def test_unknown_tool_lists_allowed() -> None:

@@ -476,6 +476,17 @@ class CurrentAction(Model):
     snapshot: ToolSnapshot | None = Field(default=None, description="What will run, frozen.")
 
 
+class BatchCall(CurrentAction):
+    """One read call of a batch: prefetch calls, or several read calls in one model reply,
+    each its own Job, all running together."""
+
+    result: ThreadEvent | None = Field(
+        default=None,
+        description="Its result (or error) once its Job is done; the batch's results enter "
+        "the thread in the order the calls were made when the last one is done.",
+    )
+
+
 class Urgency(StrEnum):
     LOW = "low"
     NORMAL = "normal"
@@ -597,7 +608,12 @@ class AgentRunStatus(Model):
     currentAction: CurrentAction | None = None
     pendingAction: PendingAction | None = None
     pendingInput: PendingInput | None = None
-    prefetched: int = Field(default=0, description="Prefetch calls done.")
+    batch: list[BatchCall] = Field(
+        default_factory=list,
+        description="Read calls running together, each in its own Job (prefetch, or several "
+        "read calls in one model reply).",
+    )
+    prefetched: int = Field(default=0, description="Prefetch calls started or skipped.")
     storedOutputBytes: int = Field(
         default=0, description="Raw tool output kept in ConfigMaps so far (bounded per run)."
     )

@@ -7,6 +7,7 @@ actions produced (a model reply, a created Job) back into decide until nothing i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,6 +28,7 @@ from agentrun.api import (
     AgentRunStatus,
     AgentSpec,
     ApprovalRecord,
+    BatchCall,
     ConditionStatus,
     CurrentAction,
     Decision,
@@ -59,6 +61,7 @@ MAX_EVENT_CONTENT = 4000
 MAX_APPROVAL_RECORDS = 50
 MAX_THREAD_BYTES = 256 * 1024  # the thread in status stays far below etcd's object limit
 COMPACTED_CONTENT = 300
+MAX_BATCH = 8  # read calls of one reply run together; more are trimmed, and the model told
 
 # ---------------------------------------------------------------- observations
 
@@ -70,6 +73,13 @@ class ToolCall:
     # The target's state when proposed (a write's pod uid, revision, replicas), resolved by
     # the adapter; shown to the approver, covered by the hash, checked by the tool.
     preconditions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """Several tool calls in one reply (OpenAI parallel tool calls): reads run together."""
+
+    calls: tuple[ToolCall, ...]
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ class InvalidAction:
 
 @dataclass(frozen=True)
 class ModelReply:
-    action: ToolCall | Done | RequestInput | InvalidAction
+    action: ToolCall | ToolCalls | Done | RequestInput | InvalidAction
     usage: Usage = field(default_factory=Usage)
 
 
@@ -142,6 +152,8 @@ class Observations:
     config: Config | ConfigError | None = None
     model: ModelReply | ModelUnavailable | None = None
     job: JobObservation | None = None
+    # The Jobs of status.batch still without a result, by Job name.
+    batch: Mapping[str, JobObservation] = field(default_factory=dict)
     deleting: bool = False
 
 
@@ -163,6 +175,7 @@ class CreateJob:
     actionHash: str
     snapshot: ToolSnapshot
     preconditions: dict[str, Any] = field(default_factory=dict)
+    batch: bool = False  # one of status.batch, not the current action
 
 
 @dataclass(frozen=True)
@@ -279,20 +292,24 @@ def _size(event: ThreadEvent) -> int:
 def bound_thread(thread: list[ThreadEvent], dropped: int) -> tuple[list[ThreadEvent], int]:
     """Keeps the thread under MAX_THREAD_BYTES: oldest results compacted first, then dropped.
 
-    The raw outputs stay in their ConfigMaps (outputRef), so compacting loses no evidence.
+    Results whose raw output is kept in a ConfigMap (outputRef) are compacted before those
+    whose whole output is only here (outputs short enough to be kept whole get no ConfigMap).
     """
     total = sum(_size(e) for e in thread)
     if total <= MAX_THREAD_BYTES:
         return thread, dropped
     out = list(thread)
-    for i, event in enumerate(out[:-1]):  # the newest event is kept whole
-        if total <= MAX_THREAD_BYTES:
-            break
-        if len(event.content) > COMPACTED_CONTENT and event.type is not EventType.DONE:
-            where = f"; full output in ConfigMap {event.outputRef}" if event.outputRef else ""
-            short = event.content[:COMPACTED_CONTENT] + f"\n[compacted{where}]"
-            total -= len(event.content) - len(short)
-            out[i] = event.model_copy(update={"content": short})
+    for kept_elsewhere in (True, False):
+        for i, event in enumerate(out[:-1]):  # the newest event is kept whole
+            if total <= MAX_THREAD_BYTES:
+                break
+            if (event.outputRef is not None) is not kept_elsewhere:
+                continue
+            if len(event.content) > COMPACTED_CONTENT and event.type is not EventType.DONE:
+                where = f"; full output in ConfigMap {event.outputRef}" if event.outputRef else ""
+                short = event.content[:COMPACTED_CONTENT] + f"\n[compacted{where}]"
+                total -= len(event.content) - len(short)
+                out[i] = event.model_copy(update={"content": short})
     while total > MAX_THREAD_BYTES and len(out) > 1:
         total -= _size(out.pop(0))
         dropped += 1
@@ -321,12 +338,12 @@ class _Step:
     def event(self, type_: str, reason: str, message: str) -> None:
         self.actions.append(RecordEvent(type=type_, reason=reason, message=message))
 
-    def thread(self, type_: EventType, content: str, **extra: Any) -> None:
-        self.status.thread.append(
-            ThreadEvent(
-                step=self.status.step, type=type_, time=self.now, content=clip(content), **extra
-            )
-        )
+    def thread(self, type_: EventType, content: str, step: int | None = None, **extra: Any) -> None:
+        at = self.status.step if step is None else step
+        self.append(ThreadEvent(step=at, type=type_, time=self.now, content=clip(content), **extra))
+
+    def append(self, event: ThreadEvent) -> None:
+        self.status.thread.append(event)
         if len(self.status.thread) > MAX_THREAD_EVENTS:
             cut = len(self.status.thread) - MAX_THREAD_EVENTS
             self.status.thread = self.status.thread[cut:]
@@ -435,7 +452,20 @@ def _transition(st: _Step) -> None:
         st.finish(False, "Timeout", f"Run exceeded timeoutSeconds={limits.timeoutSeconds}")
         return
 
-    if status.currentAction is not None:
+    _proceed(st, config, limits)
+
+    if status.completionTime is None:
+        # Wake up at the deadline (or an approval's expiry) even if nothing else happens.
+        remaining = (min(deadline, st.wake or deadline) - obs.now).total_seconds()
+        st.actions.append(RequeueAfter(seconds=max(1.0, remaining)))
+
+
+def _proceed(st: _Step, config: Config, limits: EffectiveLimits) -> None:
+    """What the run is waiting for decides what this observation can move."""
+    status, obs = st.status, st.obs
+    if status.batch:
+        _advance_batch(st, limits)
+    elif status.currentAction is not None:
         _advance_action(st, status.currentAction, config, limits)
     elif status.pendingInput is not None:
         _await_input(st, status.pendingInput, limits)
@@ -443,11 +473,6 @@ def _transition(st: _Step) -> None:
         _take_reply(st, obs.model, config, limits)
     else:
         _next_model_call(st, limits)
-
-    if status.completionTime is None:
-        # Wake up at the deadline (or an approval's expiry) even if nothing else happens.
-        remaining = (min(deadline, st.wake or deadline) - obs.now).total_seconds()
-        st.actions.append(RequeueAfter(seconds=max(1.0, remaining)))
 
 
 def _start(st: _Step, config: Config) -> bool:
@@ -531,6 +556,9 @@ def _take_reply(
         return
     if isinstance(action, RequestInput):
         _request_input(st, action)
+        return
+    if isinstance(action, ToolCalls):
+        _request_tools(st, action.calls, config, limits)
         return
     if isinstance(action, Done):
         st.thread(EventType.DONE, action.answer)
@@ -627,9 +655,10 @@ def _start_job(st: _Step, current: CurrentAction) -> None:
     st.actions.append(job_action(current, snap))
 
 
-def job_action(current: CurrentAction, snap: ToolSnapshot) -> CreateJob:
-    """The Job of the current action, run from the given (frozen) snapshot."""
+def job_action(current: CurrentAction, snap: ToolSnapshot, batch: bool = False) -> CreateJob:
+    """The Job of a call, run from the given (frozen) snapshot."""
     return CreateJob(
+        batch=batch,
         step=current.step,
         tool=current.tool,
         effect=current.effect,
@@ -784,7 +813,31 @@ def _take_job_result(
 ) -> None:
     status = st.status
     status.currentAction = None
-    status.storedOutputBytes += job.storedBytes
+    event = _outcome(st, current, job)
+    if current.prefetch:
+        # Prefetched evidence, good or bad, is context for the first model call, not an error
+        # of the agent's (a run whose prefetch was recorded one call at a time).
+        status.prefetched += 1
+        st.append(event)
+        _next_model_call(st, limits)
+        return
+    if event.type is EventType.TOOL_RESULT:
+        # A tool that ran and reported "not found" gave evidence, not an error of the agent's.
+        if job.ok:
+            status.consecutiveErrors = 0
+        st.append(event)
+        _next_model_call(st, limits)
+        return
+    extra = event.model_dump(include={"tool", "jobRef", "outputRef", "jobUID", "specDigest"})
+    if not st.error(event.content, limits, **extra):
+        _next_model_call(st, limits)
+
+
+def _outcome(st: _Step, current: CurrentAction, job: JobObservation) -> ThreadEvent:
+    """The thread event a finished (or vanished) Job of a call gives, its output counted."""
+    st.status.storedOutputBytes += job.storedBytes
+    if job.reason == FORGED:
+        st.event("Warning", FORGED, job.content)
     refs = {
         "tool": current.tool,
         "jobRef": current.jobRef,
@@ -792,25 +845,10 @@ def _take_job_result(
         "jobUID": job.uid,
         "specDigest": current.snapshot.specDigest if current.snapshot else None,
     }
-    if job.reason == FORGED:
-        st.event("Warning", FORGED, job.content)
-    if current.prefetch:
-        # Prefetched evidence, good or bad, is context for the first model call, not an error
-        # of the agent's.
-        status.prefetched += 1
-        kind = EventType.TOOL_RESULT if job.phase is JobPhase.SUCCEEDED else EventType.ERROR
-        text = job.content or job.message or job.reason or f"{current.tool} gave no output"
-        st.thread(kind, text, **refs)
-        _next_model_call(st, limits)
-        return
+    kind = EventType.ERROR
     if job.phase is JobPhase.SUCCEEDED:
-        # A tool that ran and reported "not found" gave evidence, not an error of the agent's.
-        if job.ok:
-            status.consecutiveErrors = 0
-        st.thread(EventType.TOOL_RESULT, job.content, **refs)
-        _next_model_call(st, limits)
-        return
-    if job.phase is JobPhase.NOT_FOUND:
+        kind, text = EventType.TOOL_RESULT, job.content or f"Tool {current.tool} gave no output."
+    elif job.phase is JobPhase.NOT_FOUND:
         text = (
             f"Tool {current.tool}: Job {current.jobRef} disappeared before its result was read; "
             "it was not run again."
@@ -821,8 +859,132 @@ def _take_job_result(
     else:
         detail = job.content or job.message or job.reason or "no output"
         text = f"Tool {current.tool} failed: {detail}"
-    if not st.error(text, limits, **refs):
+    return ThreadEvent(step=current.step, type=kind, time=st.now, content=clip(text), **refs)
+
+
+# ---------------------------------------------------------------- batches
+
+
+def _request_tools(
+    st: _Step, calls: tuple[ToolCall, ...], config: Config, limits: EffectiveLimits
+) -> None:
+    """Several calls in one reply: the reads run together, each its own step and Job; a
+    write is never batched (its approval must show it alone), so beside reads it is refused
+    and the model proposes it again after reading the results."""
+    reads: list[tuple[ToolCall, ToolSnapshot]] = []
+    refused: list[str] = []
+    for call in calls:
+        unknown = unknown_tool(call.tool, config.snapshots)
+        snap = config.snapshots.get(call.tool)
+        if unknown is not None or snap is None:
+            refused.append(unknown or f"Unknown tool {call.tool}.")
+        elif snap.effect is Effect.WRITE:
+            refused.append(
+                f"{call.tool} was not proposed: a write tool is proposed alone, in a reply of "
+                "its own, so the approver sees exactly it; propose it again after reading the "
+                "results if it is still right."
+            )
+        else:
+            reads.append((call, snap))
+    room = max(1, min(MAX_BATCH, limits.maxSteps - st.status.step + 1))
+    if len(reads) > room:
+        names = ", ".join(c.tool for c, _ in reads[room:])
+        refused.append(
+            f"{len(reads) - room} read call(s) were not run ({names}): at most {room} run "
+            f"together now (at most {MAX_BATCH} at once, and maxSteps={limits.maxSteps})."
+        )
+        reads = reads[:room]
+    if not reads:
+        if not st.error(" ".join(refused), limits):
+            _next_model_call(st, limits)
+        return
+    if len(reads) == 1:
+        call, snap = reads[0]
+        _request_tool(st, call, snap, limits)
+    else:
+        _start_batch(st, [_batch_call(st, call, snap, i) for i, (call, snap) in enumerate(reads)])
+        st.status.step += len(reads) - 1  # each read that runs is a step of its own
+    if refused:
+        st.thread(EventType.ERROR, " ".join(refused))
+
+
+def _batch_call(
+    st: _Step,
+    call: ToolCall,
+    snap: ToolSnapshot,
+    offset: int = 0,
+    prefetch: int | None = None,
+) -> BatchCall:
+    uid = str(st.run.metadata.get("uid", ""))
+    step = 0 if prefetch is not None else st.status.step + offset
+    key = -1 - prefetch if prefetch is not None else step
+    st.thread(
+        EventType.TOOL_CALL,
+        f"{call.tool} {canonical_json(call.arguments)}",
+        step=step,
+        tool=call.tool,
+        arguments=call.arguments,
+    )
+    return BatchCall(
+        step=step,
+        tool=call.tool,
+        effect=Effect.READ,
+        arguments=call.arguments,
+        actionHash=action_hash(uid, key, call.tool, call.arguments, snap.specDigest),
+        requestedTime=st.now,
+        state=ActionState.READY,
+        jobRef=job_name(str(st.run.metadata.get("name", "run")), uid, step, prefetch=prefetch),
+        prefetch=prefetch is not None,
+        snapshot=snap,
+    )
+
+
+def _start_batch(st: _Step, calls: list[BatchCall]) -> None:
+    """Recorded before any of its Jobs is created (write-ahead): after a crash each call is
+    either done (its result kept), its Job found, or its Job created now; never twice."""
+    st.status.batch = calls
+    st.actions += [job_action(c, c.snapshot, batch=True) for c in calls if c.snapshot]
+
+
+def _advance_batch(st: _Step, limits: EffectiveLimits) -> None:
+    """Keeps each call's result as its Job finishes; when the last one is done, all results
+    enter the thread in the order the calls were made."""
+    status = st.status
+    calls = list(status.batch)
+    for i, call in enumerate(calls):
+        job = st.obs.batch.get(call.jobRef)
+        if call.result is not None or job is None or job.phase is JobPhase.RUNNING:
+            continue
+        if job.phase is JobPhase.NOT_FOUND and not job.existed:
+            if call.snapshot is not None:  # not created yet, or lost in a crash before it was
+                st.actions.append(job_action(call, call.snapshot, batch=True))
+            continue
+        calls[i] = call.model_copy(update={"result": _outcome(st, call, job)})
+    status.batch = calls
+    results = [c.result for c in calls]
+    if any(r is None for r in results):
+        return
+    status.batch = []
+    done = [r for r in results if r is not None]
+    for event in done:
+        st.append(event)
+    if calls[0].prefetch:
+        # Prefetched evidence, good or bad, is context for the first model call.
         _next_model_call(st, limits)
+        return
+    if any(r.type is EventType.TOOL_RESULT for r in done):
+        status.consecutiveErrors = 0
+    else:  # every call of the batch failed: one failed step
+        status.consecutiveErrors += 1
+        if status.consecutiveErrors >= limits.maxConsecutiveErrors:
+            last = clip(done[-1].content, 500)
+            st.finish(
+                False,
+                "TooManyErrors",
+                f"{status.consecutiveErrors} consecutive errors; last: {last}",
+            )
+            return
+    _next_model_call(st, limits)
 
 
 def _finish(
@@ -853,6 +1015,8 @@ def _finish(
     stop = _job_to_stop(status.currentAction, job)
     if stop is not None:
         actions.append(DeleteJob(name=stop))
+    actions += [DeleteJob(name=c.jobRef) for c in status.batch if c.result is None]
+    status.batch = []
     status.currentAction = None
     status.pendingAction = None
     actions.append(RecordEvent(type="Normal" if ok else "Warning", reason=reason, message=message))
@@ -876,50 +1040,38 @@ def fail_invalid_spec(
 
 
 def _start_prefetch(st: _Step, config: Config, limits: EffectiveLimits) -> None:
+    """All of the Agent's prefetch calls start together, each in its own Job under its own
+    tool's ServiceAccount (least privilege per call, as for any read); the first model call
+    waits for all of them. One that cannot be made is evidence of its own."""
     status = st.status
-    index = status.prefetched
-    call = config.agent.prefetch[index]
-    snap = config.snapshots.get(call.tool)
-    if snap is None or prefetch_refused(call, config.snapshots):
-        # validate() refuses such an Agent; a Config made otherwise still never runs it.
-        status.prefetched += 1
-        st.thread(EventType.ERROR, f"Prefetch {call.tool}: not a read tool of this agent; skipped.")
-        _next_model_call(st, limits)
-        return
     values = {
         "input": st.run.spec.input.model_dump(mode="json"),
         "run": {"name": st.run.metadata.get("name"), "namespace": st.run.metadata.get("namespace")},
     }
-    try:
-        arguments = fill(call.arguments, values)
-    except MissingValue as missing:
-        status.prefetched += 1
-        st.thread(
-            EventType.ERROR, f"Prefetch {call.tool}: the input has no {missing.args[0]}; skipped."
-        )
+    calls: list[BatchCall] = []
+    for index in range(status.prefetched, len(config.agent.prefetch)):
+        call = config.agent.prefetch[index]
+        snap = config.snapshots.get(call.tool)
+        if snap is None or prefetch_refused(call, config.snapshots):
+            # validate() refuses such an Agent; a Config made otherwise still never runs it.
+            st.thread(
+                EventType.ERROR, f"Prefetch {call.tool}: not a read tool of this agent; skipped."
+            )
+            continue
+        try:
+            arguments = fill(call.arguments, values)
+        except MissingValue as missing:
+            st.thread(
+                EventType.ERROR,
+                f"Prefetch {call.tool}: the input has no {missing.args[0]}; skipped.",
+            )
+            continue
+        calls.append(_batch_call(st, ToolCall(call.tool, arguments), snap, prefetch=index))
+    status.prefetched = len(config.agent.prefetch)
+    if not calls:
         _next_model_call(st, limits)
         return
-    uid = str(st.run.metadata.get("uid", ""))
-    name = job_name(str(st.run.metadata.get("name", "run")), uid, 0, prefetch=index)
-    st.thread(
-        EventType.TOOL_CALL,
-        f"{call.tool} {canonical_json(arguments)}",
-        tool=call.tool,
-        arguments=arguments,
-    )
-    status.currentAction = CurrentAction(
-        step=0,
-        tool=call.tool,
-        effect=Effect.READ,
-        arguments=arguments,
-        actionHash=action_hash(uid, -1 - index, call.tool, arguments, snap.specDigest),
-        requestedTime=st.now,
-        state=ActionState.READY,
-        jobRef=name,
-        prefetch=True,
-        snapshot=snap,
-    )
-    _start_job(st, status.currentAction)
+    _start_batch(st, calls)
 
 
 def _request_input(st: _Step, action: RequestInput) -> None:

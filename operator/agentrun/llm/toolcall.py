@@ -1,7 +1,8 @@
 """Tool definitions for the model and validation of its one tool call per turn (pure).
 
-Factor 4 "tools are structured outputs": the model's reply is parsed into exactly one typed
-action (ToolCall or Done), or an InvalidAction whose message tells the model what to fix.
+Factor 4 "tools are structured outputs": the model's reply is parsed into typed actions (a
+ToolCall, several ToolCalls, Done, RequestInput), or an InvalidAction whose message tells the
+model what to fix.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from agentrun.api import AgentToolSpec, Effect, Urgency
 from agentrun.api.naming import canonical_json
-from agentrun.engine.core import Done, InvalidAction, RequestInput, ToolCall
+from agentrun.engine.core import Done, InvalidAction, RequestInput, ToolCall, ToolCalls
 from agentrun.engine.offered import unknown_tool
 from agentrun.text import clip
 
@@ -261,8 +262,9 @@ def _plain(value: Any) -> Any:
 
 def parse_reply(
     message: ChatCompletionMessage, tools: dict[str, AgentToolSpec]
-) -> ToolCall | Done | RequestInput | InvalidAction:
-    """Exactly one valid tool call, or an InvalidAction the model reads next turn."""
+) -> ToolCall | ToolCalls | Done | RequestInput | InvalidAction:
+    """One valid action, several valid tool calls (parallel tool calls: the core runs the
+    reads together), or an InvalidAction the model reads next turn."""
     calls: list[tuple[str, str]] = []
     for call in message.tool_calls or []:
         if call.type != "function":
@@ -274,15 +276,30 @@ def parse_reply(
         text = (message.content or message.refusal or "").strip()
         said = f' (you wrote: "{clip(text, 300, "...", collapse_space=True)}")' if text else ""
         return InvalidAction(
-            f"Your reply had no tool call{said}. Call exactly one tool per turn; "
+            f"Your reply had no tool call{said}. Every reply calls a tool; "
             f"call `{DONE_TOOL}` with your final answer when you are finished."
         )
-    if len(calls) > 1:
-        names = ", ".join(clip(n, 64, "...", collapse_space=True) for n, _ in calls)
-        return InvalidAction(
-            f"Exactly one action per step, got {len(calls)} ({names}). Call one tool at a time."
-        )
-    name, raw = calls[0]
+    if len(calls) == 1:
+        return _parse_call(*calls[0], tools)
+    parsed: list[ToolCall] = []
+    for i, (name, raw) in enumerate(calls, 1):
+        action = _parse_call(name, raw, tools)
+        if isinstance(action, InvalidAction):
+            return InvalidAction(
+                f"Call {i} of {len(calls)}: {action.message} None of the calls ran."
+            )
+        if not isinstance(action, ToolCall):
+            return InvalidAction(
+                f"`{name}` is called alone, not beside other calls; none of the "
+                f"{len(calls)} calls ran."
+            )
+        parsed.append(action)
+    return ToolCalls(calls=tuple(parsed))
+
+
+def _parse_call(
+    name: str, raw: str, tools: dict[str, AgentToolSpec]
+) -> ToolCall | Done | RequestInput | InvalidAction:
     unknown = unknown_tool(name, tools, BUILTIN_TOOLS)
     if unknown is not None:
         return InvalidAction(unknown)

@@ -90,6 +90,25 @@ class Outputs:
             raise errors[0]
 
 
+def running_jobs(created: list[CreateJob]) -> dict[str, Any]:
+    """What just created Jobs are for the next decide: the current action's, or the batch's."""
+    produced: dict[str, Any] = {}
+    for action in created:
+        seen = JobObservation(name=action.name, phase=JobPhase.RUNNING)
+        if action.batch:
+            produced.setdefault("batch", {})[action.name] = seen
+        else:
+            produced["job"] = seen
+    return produced
+
+
+def merge_produced(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    merged = {**into, **more}
+    if "batch" in into and "batch" in more:
+        merged["batch"] = {**into["batch"], **more["batch"]}
+    return merged
+
+
 class Executor:
     def __init__(
         self,
@@ -149,8 +168,9 @@ class Executor:
                     self.api, usable, config.agent, action.event, self.tasks, action.settle
                 )
             elif isinstance(action, CreateJob) and usable:
-                produced["job"] = await self.create_job(usable, action)
+                await asyncio.to_thread(self.job_creator(usable, action))
                 self.created(namespace, name, action.name, seen)
+                produced = merge_produced(produced, running_jobs([action]))
             elif isinstance(action, CallModel) and usable and isinstance(config, Config):
                 produced["model"] = await self.ask_model(usable, config, action)
         return produced or None, body
@@ -194,9 +214,15 @@ class Executor:
 
     # ------------------------------------------------------------ Jobs
 
-    async def create_job(self, run: AgentRun, action: CreateJob) -> JobObservation:
-        await asyncio.to_thread(self.job_creator(run, action))
-        return JobObservation(name=action.name, phase=JobPhase.RUNNING)
+    def jobs_creator(self, run: AgentRun, actions: list[CreateJob]) -> Callable[[], None]:
+        """The Jobs' creation, one after the other in one worker thread call."""
+        creators = [self.job_creator(run, a) for a in actions]
+
+        def create() -> None:
+            for creator in creators:
+                creator()
+
+        return create
 
     def created(self, namespace: str, run: str, job: str, seen: set[str]) -> None:
         """A Job of the run was created (or found there): if it disappears it was deleted, and

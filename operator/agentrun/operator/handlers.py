@@ -151,6 +151,7 @@ async def job_changed(
         return
     job, runner, ns = dict(body), _runner(memo), namespace or ""
     name = body.metadata.get("name", "")
+    runner.job_watched(ns, job, type)
     if type == "DELETED":
         runner.job_gone(ns, name)
         await runner.step(ns, owner["name"], for_job=name)

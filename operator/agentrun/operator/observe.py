@@ -1,4 +1,5 @@
-"""Observations for decide(): the run's config as fetched and its current Job as found.
+"""Observations for decide(): the run's config as fetched and its Jobs (the current
+action's, and those of its batch) as found.
 
 Reads only: the one effect it prepares (a raw-output ConfigMap) is returned to the loop to
 create, together with the status write that links it.
@@ -189,6 +190,19 @@ class Observer:
         current = run.status.currentAction
         if current is None or current.state is ActionState.AWAITING_APPROVAL:
             return JobSeen(None)
+        return await self._observe(run, current, hint, seen)
+
+    async def batch(
+        self, run: AgentRun, hint: dict[str, Any] | None, seen: set[str]
+    ) -> list[JobSeen]:
+        """The Jobs of the run's batch still without a result, observed together."""
+        open_ = [c for c in run.status.batch if c.result is None]
+        found = await asyncio.gather(*(self._observe(run, c, hint, seen) for c in open_))
+        return list(found)
+
+    async def _observe(
+        self, run: AgentRun, current: CurrentAction, hint: dict[str, Any] | None, seen: set[str]
+    ) -> JobSeen:
         namespace, name = run.metadata["namespace"], current.jobRef
         known = self.ledger.uid(namespace, name)
         manifest = self.manifest(run, current)
@@ -228,6 +242,12 @@ class Observer:
             job["metadata"]["uid"] = known
             job["spec"] = manifest["spec"]
             return job
+        # So is the Job as the watch last saw it: a Job not finished there is still running
+        # (its finishing event steps the run again); no GET on a step's path.
+        watched = self.ledger.state(namespace, name)
+        if watched is not None and manifest is not None:
+            watched["spec"] = manifest["spec"]
+            return watched
         found: dict[str, Any] | None = await asyncio.to_thread(
             kube.read_job, self.api, namespace, name
         )
@@ -267,8 +287,9 @@ class Observer:
     def _output(
         self, run: AgentRun, current: CurrentAction, text: str | None
     ) -> dict[str, Any] | None:
-        """The ConfigMap to keep a raw output in, while the run's output budget lasts."""
-        if not text:
+        """The ConfigMap to keep a raw output in, while the run's output budget lasts; only
+        for an output longer than what the thread keeps of it (one request less per call)."""
+        if not text or len(text) <= jobs.COMPACT_LIMIT:
             return None
         budget = self.settings.run_output_budget_bytes
         spent = run.status.storedOutputBytes

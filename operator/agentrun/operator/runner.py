@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
-from agentrun.api import TERMINAL_PHASES, ActionState, AgentRun, AgentRunStatus
+from agentrun.api import TERMINAL_PHASES, ActionState, AgentRun, AgentRunStatus, Phase
 from agentrun.engine import config as engine_config
 from agentrun.engine.core import (
     Action,
@@ -28,8 +28,6 @@ from agentrun.engine.core import (
     Config,
     ConfigError,
     CreateJob,
-    JobObservation,
-    JobPhase,
     ModelReply,
     ModelUnavailable,
     Observations,
@@ -44,7 +42,7 @@ from agentrun.kube import client as kube
 from agentrun.llm.model import ModelClient
 from agentrun.operator import metrics, persist
 from agentrun.operator.access import WriteAccess
-from agentrun.operator.execute import Executor, Outputs, transient
+from agentrun.operator.execute import Executor, Outputs, running_jobs, transient
 from agentrun.operator.ledger import JobLedger
 from agentrun.operator.observe import Observer
 from agentrun.operator.settings import Settings
@@ -59,6 +57,7 @@ MAX_TOOL_OUTPUT_BYTES = 900 * 1024  # AgentToolSpec.outputLimitBytes' maximum
 TRANSIENT_RETRY_SECONDS = 2.0
 ERROR_RETRY_SECONDS = 60.0  # an unexpected error: retried, slowly
 FINISHED = frozenset(p.value for p in TERMINAL_PHASES)
+PARKED = frozenset({Phase.AWAITING_APPROVAL.value, Phase.AWAITING_INPUT.value})
 
 
 ModelCall = asyncio.Task[ModelReply | ModelUnavailable]
@@ -76,6 +75,9 @@ class _RunState:
     jobs_seen: set[str] = field(default_factory=set)  # Job names seen existing
     done: bool = False  # seen finished: events of its Jobs and pods have nothing to step
     outputs: Outputs = field(default_factory=Outputs)
+    # A run parked for a human keeps no body here (its next trigger, a watch event, brings
+    # one): only the tool whose approval it waits for, for tool_changed.
+    awaiting: str | None = None
 
 
 @dataclass
@@ -145,9 +147,7 @@ class Runner:
         out = []
         for key, state in self._runs.items():
             ns, _, name = key.partition("/")
-            current = ((state.body or {}).get("status") or {}).get("currentAction") or {}
-            waiting = current.get("state") == ActionState.AWAITING_APPROVAL.value
-            if ns == namespace and current.get("tool") == tool and waiting:
+            if ns == namespace and _awaiting(state) == tool:
                 out.append(name)
         return out
 
@@ -169,6 +169,10 @@ class Runner:
 
     def job_gone(self, namespace: str, job: str) -> None:
         self.jobs.gone(namespace, job)
+
+    def job_watched(self, namespace: str, body: dict[str, Any], event: str | None) -> None:
+        if event != "DELETED":
+            self.jobs.watched(namespace, body)
 
     def forget(self, namespace: str, name: str) -> None:
         self._seen.pop(f"{namespace}/{name}", None)
@@ -228,6 +232,9 @@ class Runner:
                 await state.outputs.stored()
                 if state.body is not None and _finished(state.body):
                     state.body, state.done = None, True
+                elif state.body is not None and _parked(state.body):
+                    # Memory per waiting run stays small, whatever its thread holds.
+                    state.awaiting, state.body = _awaiting(state), None
             except (ApiException, HTTPError, OSError) as err:
                 if not transient(err):
                     self._failed_step(namespace, name, err)
@@ -251,8 +258,10 @@ class Runner:
             return True
         if state.body is None:
             return False  # not known: read it
-        current = (state.body.get("status") or {}).get("currentAction") or {}
-        return not concerns(current.get("jobRef"), job)
+        status = state.body.get("status") or {}
+        current = status.get("currentAction") or {}
+        batch = {c.get("jobRef") for c in status.get("batch") or [] if c.get("result") is None}
+        return not concerns(current.get("jobRef"), job) and job not in batch
 
     def _failed_step(self, namespace: str, name: str, err: Exception) -> None:
         log.error(
@@ -288,12 +297,21 @@ class Runner:
                 await self._act(state, actions, run=None, body=body, config=None)
             return
         deleting = meta.get("deletionTimestamp") is not None
-        config, seen = await asyncio.gather(
-            self.observer.config(run), self.observer.job(run, job_hint, state.jobs_seen)
+        config, seen, batch = await asyncio.gather(
+            self.observer.config(run),
+            self.observer.job(run, job_hint, state.jobs_seen),
+            self.observer.batch(run, job_hint, state.jobs_seen),
         )
-        if seen.output is not None:
-            state.outputs.add(self.api, seen.output)
-        obs = Observations(now=_now(), config=config, deleting=deleting, job=seen.job)
+        for found in [seen, *batch]:
+            if found.output is not None:
+                state.outputs.add(self.api, found.output)
+        obs = Observations(
+            now=_now(),
+            config=config,
+            deleting=deleting,
+            job=seen.job,
+            batch={b.job.name: b.job for b in batch if b.job is not None},
+        )
         asked: dict[int, ModelCall] = {}  # this trigger's model calls, by step
         try:
             await self._rounds(state, body, run, obs, asked)
@@ -326,7 +344,7 @@ class Runner:
         before = trigger.run.status
         status, actions = decide(trigger.run, trigger.obs)
         early: ModelCall | None = None
-        create: CreateJob | None = None
+        create: list[CreateJob] = []
         if status != before:
             decided = trigger.run.model_copy(update={"status": status})
             config = trigger.obs.config
@@ -335,12 +353,10 @@ class Runner:
             if early is not None and await self._coalesce(early, actions):
                 trigger.hold(decided, before, actions, early.result())
                 return True
-            create = next((a for a in actions if isinstance(a, CreateJob)), None)
             then = None
-            if create is not None and isinstance(config, Config):
-                then = self.executor.job_creator(decided, create)
-            else:
-                create = None
+            if isinstance(config, Config):
+                create = [a for a in actions if isinstance(a, CreateJob)]
+                then = self.executor.jobs_creator(decided, create) if create else None
             written = await self._persist(state, trigger.body, status, then)
             if written is None:
                 return await self._conflicted(state, trigger)
@@ -392,16 +408,17 @@ class Runner:
         trigger: _Trigger,
         actions: list[Action],
         early: ModelCall | None,
-        created: CreateJob | None,
+        created: list[CreateJob],
     ) -> bool:
         """Carries out a written round's actions; False when they produced nothing new.
-        `created`: its Job, already created right after the write in the same worker thread;
+        `created`: its Jobs, already created right after the write in the same worker thread;
         `early`: its model call, started together with the write."""
         meta = trigger.body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        if created is not None:
-            actions = [a for a in actions if a is not created]
-            self.executor.created(namespace, name, created.name, state.jobs_seen)
+        if created:
+            actions = [a for a in actions if not any(a is c for c in created)]
+            for job in created:
+                self.executor.created(namespace, name, job.name, state.jobs_seen)
         if early is not None:
             actions = [a for a in actions if not isinstance(a, CallModel)]
         produced, trigger.body = await self._act(
@@ -409,9 +426,8 @@ class Runner:
         )
         if early is not None:
             produced = {**(produced or {}), "model": await early}
-        if created is not None:
-            job = JobObservation(name=created.name, phase=JobPhase.RUNNING)
-            produced = {**(produced or {}), "job": job}
+        if created:
+            produced = {**(produced or {}), **running_jobs(created)}
         if produced is None:
             return False
         trigger.observe(**produced)
@@ -511,6 +527,20 @@ class Runner:
 
 def _finished(body: dict[str, Any]) -> bool:
     return (body.get("status") or {}).get("phase") in FINISHED
+
+
+def _parked(body: dict[str, Any]) -> bool:
+    return (body.get("status") or {}).get("phase") in PARKED
+
+
+def _awaiting(state: _RunState) -> str | None:
+    """The tool whose approval the run waits for, if it does."""
+    if state.body is None:
+        return state.awaiting
+    current = (state.body.get("status") or {}).get("currentAction") or {}
+    if current.get("state") != ActionState.AWAITING_APPROVAL.value:
+        return None
+    return str(current.get("tool") or "") or None
 
 
 def _discard(task: asyncio.Task[Any] | None) -> None:
