@@ -63,7 +63,7 @@ from agentrun.engine.core import (
 from agentrun.llm import context, toolcall
 from agentrun.llm.prompts import Prompt, load_prompt
 from agentrun.llm.tokens import estimate, estimate_request
-from agentrun.operator.jobs import compact_result
+from agentrun.operator.jobs import COMPACT_LIMIT, compact_result
 from agentrun.receiver import routing
 from agentrun.tool.envelope import Envelope
 from tests.modelserver.server import entry_message
@@ -265,7 +265,6 @@ def no_recording(case: Case, tool: str, arguments: dict[str, Any]) -> str:
 def job_result(case: Case, run: AgentRun, job: CreateJob, missing: list[str]) -> JobObservation:
     namespace = str(run.metadata.get("namespace", "default"))
     rec = find_recording(case, job.tool, job.arguments, namespace)
-    ref = output_name(job.name)
     if rec is None:
         text = no_recording(case, job.tool, job.arguments)
         missing.append(text)
@@ -278,6 +277,9 @@ def job_result(case: Case, run: AgentRun, job: CreateJob, missing: list[str]) ->
             error=rec.get("error"),
             truncated=bool(rec.get("truncated", False)),
         )
+    # As the operator does: a raw-output ConfigMap only for a log longer than the thread keeps.
+    line = json.dumps(envelope.to_dict(), ensure_ascii=False, default=str)
+    ref = output_name(job.name) if len(line) + 1 > COMPACT_LIMIT else None
     content = compact_result(envelope, output_ref=ref)
     return JobObservation(job.name, JobPhase.SUCCEEDED, "Complete", "", envelope.ok, content, ref)
 

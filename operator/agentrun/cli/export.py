@@ -82,7 +82,10 @@ def _outcome(events: list[ThreadEvent], call: ThreadEvent) -> ThreadEvent | None
 def _recorded(
     outcome: ThreadEvent, outputs: dict[str, dict[str, str]], notes: list[str]
 ) -> dict[str, Any]:
-    """A call's result: the raw envelope from its ConfigMap, else the thread's text."""
+    """A call's result: the raw envelope from its ConfigMap, else the thread's text (an
+    output with no ConfigMap was short enough for the thread to keep it whole)."""
+    if outcome.outputRef is None and outcome.type is EventType.TOOL_RESULT:
+        return _whole(outcome.content)
     data = outputs.get(outcome.outputRef or "") or {}
     env = _envelope(data.get("output.json") or data.get("output.txt") or "")
     if env is not None:
@@ -102,6 +105,23 @@ def _recorded(
     if outcome.type is EventType.TOOL_RESULT:
         return {"ok": True, "output": outcome.content}
     return {"ok": False, "error": outcome.content}
+
+
+def _whole(content: str) -> dict[str, Any]:
+    """A result the thread holds whole (see jobs.compact_result): its error line, then its
+    output as the tool gave it (JSON text back to the value)."""
+    ok, body = True, content
+    if content.startswith("error: "):
+        ok = False
+        error, _, body = content.removeprefix("error: ").partition("\n")
+    try:
+        output: Any = json.loads(body) if body else None
+    except ValueError:
+        output = body
+    out: dict[str, Any] = {"ok": ok, "output": output}
+    if not ok:
+        out["error"] = error
+    return out
 
 
 def _envelope(text: str) -> dict[str, Any] | None:

@@ -142,9 +142,8 @@ def read_pod_log(
 def pod_log(api: client.ApiClient, ns: str, pod: str, container: str = "tool") -> str:
     """The whole log of one container."""
     path = _ns_path("/api/v1", ns, "pods", pod) + "/log"
-    data: bytes = _send(
-        api, "GET", path, query=[("container", container)], accept="text/plain"
-    ).data
+    # The log is plain text whatever is asked; the apiserver refuses Accept: text/plain (406).
+    data: bytes = _send(api, "GET", path, query=[("container", container)]).data
     return data.decode("utf-8", errors="replace")
 
 
