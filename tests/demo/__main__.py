@@ -3,8 +3,9 @@
 The node it runs on, said in the first lines of the output:
 
 - ``--node real``: a real kubelet with containerd (tests/demo/real.py): the chart's operator
-  and every tool Job are containers from the project's image. `make demo NODE=real` builds
-  what is missing first (make node-bin image tools-bin: minutes on a fresh machine).
+  and receiver and every tool Job are containers from the project's image. `make demo
+  NODE=real` builds what is missing first (make node-bin image tools-bin: minutes on a fresh
+  machine).
 - ``--node standin``: the Python stand-in for the kubelet (tests/demo/standin.py): pods are
   local processes, the operator a local process.
 - ``--node auto`` (the default): the real node when this machine can run one (root,
@@ -30,8 +31,9 @@ from . import real, standin
 from .scenario import model_line, say
 
 REAL = (
-    "REAL: kubelet v1.20.2 with containerd; the Helm chart's operator and every tool Job run as "
-    "containers from the image `make image` built (`make demo NODE=standin` for the stand-in)"
+    "REAL: kubelet v1.20.2 with containerd; the Helm chart's operator and receiver and every "
+    "tool Job run as containers from the image `make image` built (`make demo NODE=standin` "
+    "for the stand-in)"
 )
 HELM_SH = stack.ROOT / "tests" / "setup" / "helm.sh"
 STANDIN = (

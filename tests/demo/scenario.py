@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -71,6 +71,30 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+class AlertSink(Protocol):
+    """Where the demo's Alertmanager posts: a receiver process, or the chart's receiver pod."""
+
+    url: str
+
+    def post(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]: ...
+
+    def log_tail(self) -> str: ...
+
+
+def post_alert(url: str, token: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST /alertmanager as Alertmanager does: JSON and the bearer token."""
+    req = urllib.request.Request(
+        f"{url}/alertmanager",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
 class Receiver:
     """agentrun-receiver as its own process next to the operator, with the admin's
     kubeconfig: one route for KubePodCrashLooping to the default Agent, a bearer token."""
@@ -115,16 +139,7 @@ class Receiver:
             return False
 
     def post(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        req = urllib.request.Request(
-            f"{self.url}/alertmanager",
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"{}")
+        return post_alert(self.url, TOKEN, payload)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
@@ -248,7 +263,7 @@ def crashing_workload(image: str | None = None) -> dict[str, Any]:
     return workload
 
 
-def alert_to_run(cluster: LocalCluster, receiver: Receiver, log_tail: Callable[[], str]) -> int:
+def alert_to_run(cluster: LocalCluster, receiver: AlertSink, log_tail: Callable[[], str]) -> int:
     """Waits for the pod to crash, POSTs the alert to the receiver, follows the run."""
     pod = stack.wait_for(lambda: _crashed_pod(cluster), 90, "the checkout pod to crash")
     say("\n$ kubectl get pods -n demo")
