@@ -52,7 +52,7 @@ test: venv lint typecheck crds-check cluster-bin node-bin image tools-bin test-d
 # The real node when it is built (root; packages, kubelet, the image of this tree, helm: all
 # cached), else the stand-in; the output's first lines say which. NODE=real builds what is
 # missing first and insists on it; NODE=standin never tries (tests/demo/__main__.py).
-demo: venv cluster-bin $(if $(filter real,$(NODE)),node-bin image tools-bin)
+demo: venv cluster-bin tools-bin $(if $(filter real,$(NODE)),node-bin image)
 	$(PY) -m tests.demo $(if $(NODE),--node $(NODE))
 
 # ---- local control plane (see docs/local-cluster.md) ----

