@@ -622,6 +622,10 @@ class AgentRunStatus(Model):
     usage: Usage = Field(default_factory=Usage)
     promptRef: PromptRef | None = None
     result: RunResult | None = None
+    traceID: str | None = Field(
+        default=None,
+        description="The run's OpenTelemetry trace id, when the operator exports traces.",
+    )
 
 
 class AgentRun(Model):

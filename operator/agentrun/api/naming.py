@@ -49,6 +49,23 @@ def job_name(run_name: str, run_uid: str, step: int, prefetch: int | None = None
     return f"{base}-{slot}-{suffix}"
 
 
+def trace_id(run_uid: str) -> str:
+    """A run's OpenTelemetry trace id (32 hex digits): from its uid, so every operator, after
+    any restart, and the receiver that created it, put its spans in the same trace."""
+    return hashlib.sha256(f"trace/{run_uid}".encode()).hexdigest()[:32]
+
+
+def span_id(run_uid: str, part: str) -> str:
+    """The span id (16 hex digits) of a part of a run known before its span ends: the run's
+    own span ("run") and each tool Job's (its name), the parents of spans made elsewhere."""
+    return hashlib.sha256(f"span/{run_uid}/{part}".encode()).hexdigest()[:16]
+
+
+def traceparent(run_uid: str, part: str) -> str:
+    """The W3C traceparent of a part of a run (sampled)."""
+    return f"00-{trace_id(run_uid)}-{span_id(run_uid, part)}-01"
+
+
 def output_name(job: str) -> str:
     """The ConfigMap holding a step's raw tool output."""
     return f"{job}-out"

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k8s
@@ -36,6 +37,7 @@ from agentrun.kube import client as kube
 from agentrun.llm.model import ModelClient
 from agentrun.operator import faults, jobs, metrics, notify, targets
 from agentrun.operator.ledger import JobLedger
+from agentrun.operator.tracing import RunTracer
 
 log = logging.getLogger("agentrun.operator.execute")
 
@@ -118,8 +120,10 @@ class Executor:
         prompt_text: Callable[[str], str],
         wake: Wake,
         tasks: set[asyncio.Task[Any]],
+        trace: RunTracer | None = None,
     ) -> None:
         self.api = api
+        self.trace = trace
         self.model = model
         self.ledger = ledger
         self._prompt_text = prompt_text
@@ -236,7 +240,8 @@ class Executor:
 
     def job_creator(self, run: AgentRun, action: CreateJob) -> Callable[[], None]:
         """The Job's creation, as a call for a worker thread (see persist.write_status)."""
-        manifest = jobs.manifest_for(run, action)
+        parent = self.trace.tool_parent(run, action.name) if self.trace else None
+        manifest = jobs.manifest_for(run, action, parent)
         namespace = run.metadata["namespace"]
 
         def create() -> None:
@@ -305,8 +310,10 @@ class Executor:
                 return ModelUnavailable(f"API key not used: {e}")
         prompt_text = self._prompt_text(config.prompt.sha256)
         agent, model = run.spec.agentRef, config.agent.model.name
-        started = time.monotonic()
+        started, began = time.monotonic(), datetime.now(UTC)
         reply = await self.model.next_action(run, config, prompt_text, key, action.step)
+        if self.trace:
+            self.trace.chat(run, config, action.step, (began, datetime.now(UTC)), reply)
         outcome = "error" if isinstance(reply, ModelUnavailable) else "ok"
         metrics.MODEL_SECONDS.labels(agent, model, outcome).observe(time.monotonic() - started)
         if isinstance(reply, ModelUnavailable):

@@ -26,6 +26,7 @@ from agentrun.operator import admission, jobs, metrics, restart
 from agentrun.operator import mcpservers as mcpservers_mod
 from agentrun.operator.observe import Cached
 from agentrun.operator.runner import Runner, Settings
+from agentrun.operator.tracing import RunTracer
 from agentrun.receiver import server as alert_receiver
 
 RUNS = (GROUP, VERSION, "agentruns")
@@ -99,6 +100,7 @@ async def configure(
                 os.environ.get("AGENTRUN_COALESCE_SECONDS", Settings.coalesce_seconds)
             ),
         ),
+        RunTracer.from_env(),  # None unless OTEL_EXPORTER_OTLP_* asks for traces
     )
     if agents is not None and agenttools is not None and mcpservers is not None:
         runner.observer.cached = _cached(agents, agenttools, mcpservers)
@@ -122,6 +124,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runner: Runner | None = memo.get("runner")
     if runner is not None:
         await runner.model.close()
+        if runner.trace is not None:  # the spans still batched go out before the exit
+            await asyncio.to_thread(runner.trace.shutdown)
     receiver = memo.get("receiver")
     if receiver is not None:
         await receiver.cleanup()

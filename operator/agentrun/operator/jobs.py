@@ -20,6 +20,8 @@ from agentrun.tool.builtins.common import PRECONDITIONS_ENV
 from agentrun.tool.envelope import ENVELOPE_KEY, Envelope
 from agentrun.tool.mcp_digest import HEADER_PREFIX as MCP_HEADER_PREFIX
 
+TRACEPARENT_ENV = "TRACEPARENT"  # W3C trace context of the tool call (tracing on)
+
 ANNOTATION_ACTION_HASH = "agentrun.dev/action-hash"
 ANNOTATION_JOB = "agentrun.dev/job"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -81,6 +83,7 @@ def build_job(
     job_name: str,
     action_hash: str,
     preconditions: dict[str, Any] | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job for one tool call, built only from the frozen snapshot of what was
     proposed (and approved); its name makes a repeated create a harmless 409."""
@@ -93,6 +96,8 @@ def build_job(
     ]
     if preconditions:
         run_env.append({"name": PRECONDITIONS_ENV, "value": canonical_json(preconditions)})
+    if traceparent:  # tracing on: spans from inside the tool join the run's trace
+        run_env.append({"name": TRACEPARENT_ENV, "value": traceparent})
     # The tool's own settings first: the run's variables after them win (last one counts).
     tool_env = [{"name": e.name, "value": e.value} for e in tool.env]
     container: dict[str, Any] = {
@@ -174,7 +179,13 @@ def _container(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 def _what_runs(pod_spec: dict[str, Any]) -> dict[str, Any]:
     c = _container(pod_spec)
-    env = [{"name": e.get("name"), "value": e.get("value", "")} for e in c.get("env") or []]
+    # The trace context says nothing about what runs (and tracing may be switched on or off
+    # across a restart while a Job runs).
+    env = [
+        {"name": e.get("name"), "value": e.get("value", "")}
+        for e in c.get("env") or []
+        if e.get("name") != TRACEPARENT_ENV
+    ]
     return {
         "serviceAccountName": pod_spec.get("serviceAccountName"),
         "containers": len(pod_spec.get("containers") or []),
@@ -453,7 +464,9 @@ def job_observation(
     )
 
 
-def manifest_for(run: AgentRun, action: CreateJob) -> dict[str, Any]:
+def manifest_for(
+    run: AgentRun, action: CreateJob, traceparent: str | None = None
+) -> dict[str, Any]:
     """The Job manifest of an action: only from its frozen snapshot."""
     return build_job(
         run_name=run.metadata["name"],
@@ -466,4 +479,5 @@ def manifest_for(run: AgentRun, action: CreateJob) -> dict[str, Any]:
         job_name=action.name,
         action_hash=action.actionHash,
         preconditions=action.preconditions,
+        traceparent=traceparent,
     )

@@ -47,6 +47,7 @@ from agentrun.operator.ledger import JobLedger
 from agentrun.operator.observe import Observer
 from agentrun.operator.settings import Settings
 from agentrun.operator.toolpods import ToolPods
+from agentrun.operator.tracing import RunTracer
 
 __all__ = ["Runner", "Settings"]
 
@@ -122,8 +123,15 @@ def _now() -> datetime:
 class Runner:
     """Drives runs one trigger at a time; one lock per run serialises all triggers."""
 
-    def __init__(self, api: k8s.ApiClient, model: ModelClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        model: ModelClient,
+        settings: Settings,
+        trace: RunTracer | None = None,
+    ) -> None:
         self.api = api
+        self.trace = trace  # None: tracing off
         self.model = model
         self.settings = settings
         self._runs: dict[str, _RunState] = {}
@@ -136,7 +144,7 @@ class Runner:
         self.access = WriteAccess(api)
         self.observer = Observer(api, settings, self.jobs, self.pods, self.access)
         self.executor = Executor(
-            api, model, self.jobs, self.observer.prompt_text, self._wake_later, self._tasks
+            api, model, self.jobs, self.observer.prompt_text, self._wake_later, self._tasks, trace
         )
 
     def _state(self, key: str) -> _RunState:
@@ -296,6 +304,8 @@ class Runner:
                 await self._persist(state, body, status)
                 await self._act(state, actions, run=None, body=body, config=None)
             return
+        if self.trace:
+            self.trace.stamp(run)
         deleting = meta.get("deletionTimestamp") is not None
         config, seen, batch = await asyncio.gather(
             self.observer.config(run),
@@ -396,6 +406,8 @@ class Runner:
         await state.outputs.stored()
         for was, was_before in [*trigger.unwritten, round_]:
             self._account(was, was_before, was.status)
+            if self.trace:
+                self.trace.transition(was, was_before)
         trigger.run = round_[0]
         due = trigger.deferred + actions
         trigger.unwritten.clear()
