@@ -77,7 +77,8 @@ class RunTracer:
 
     def transition(self, run: AgentRun, before: AgentRunStatus) -> None:
         """The spans a written status transition finished (none, usually)."""
-        self._send(list(transition_spans(run, before, self.tracer.content)))
+        now = datetime.now(UTC)
+        self._send(list(transition_spans(run, before, self.tracer.content, now)))
 
     def _send(self, spans: list[Span]) -> None:
         for span in spans:
@@ -180,9 +181,10 @@ def _output_message(reply: ModelReply) -> list[dict[str, Any]]:
 
 
 def transition_spans(
-    run: AgentRun, before: AgentRunStatus, content: bool = False
+    run: AgentRun, before: AgentRunStatus, content: bool = False, now: datetime | None = None
 ) -> Iterator[Span]:
-    """The spans that a status transition (`before` to `run.status`) finished."""
+    """The spans that a status transition (`before` to `run.status`) finished, as it is
+    written (`now`: status keeps whole seconds; the run's span ends after its last call)."""
     after = run.status
     known = {_key(e) for e in before.thread}
     new = [e for e in after.thread if _key(e) not in known]
@@ -191,7 +193,7 @@ def transition_spans(
             yield _tool_span(run, event, content)
     yield from _approval_spans(run, before)
     if after.phase in _ENDED and before.phase not in _ENDED:
-        yield _run_span(run)
+        yield _run_span(run, now)
 
 
 def _key(event: ThreadEvent) -> tuple[Any, ...]:
@@ -293,11 +295,12 @@ def _reason(status: AgentRunStatus) -> str:
     return ended.reason if ended is not None else status.phase.value
 
 
-def _run_span(run: AgentRun) -> Span:
+def _run_span(run: AgentRun, now: datetime | None) -> Span:
     trace, own = _ids(run)
     status = run.status
     created = run.metadata.get("creationTimestamp") or status.startTime
-    end = parse_time(status.completionTime) if status.completionTime else datetime.now(UTC)
+    ends = [parse_time(status.completionTime)] if status.completionTime else []
+    end = max([*ends, now] if now is not None else ends or [datetime.now(UTC)])
     attrs: dict[str, Attr] = {
         "gen_ai.operation.name": "invoke_agent",
         **_run_attrs(run),
