@@ -197,6 +197,9 @@ def test_full_values_reach_the_manifests() -> None:
         "--approver-role",
         "agentrun-full-approver",
         "--approval-proxy",
+        "system:serviceaccount:chatops:approver",
+        # Added by receiver.slack.enabled.
+        "--approval-proxy",
         "system:serviceaccount:agentrun-system:agentrun-full-receiver",
         "--verbose",
     ]

@@ -267,7 +267,8 @@ def test_full_network_policies() -> None:
             [("TCP", 8000)],
         ),
     ]
-    # The receiver: its port, from Alertmanager only; egress DNS and the apiserver, nothing else.
+    # The receiver: its port, from Alertmanager only; egress DNS, the apiserver and (Slack
+    # approvals on in the full values) receiver.slack.egress, nothing else.
     receiver = one(policies, "NetworkPolicy", "agentrun-full-receiver")["spec"]
     assert receiver["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "receiver"
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
@@ -286,6 +287,7 @@ def test_full_network_policies() -> None:
     assert _rules_to(receiver["egress"]) == [
         ([dns], [("UDP", 53), ("TCP", 53)]),
         (apiserver, [("TCP", 6443)]),
+        ([{"ipBlock": {"cidr": "203.0.113.0/24"}}], [("TCP", 443), ("TCP", 8443)]),
     ]
 
 

@@ -8,7 +8,8 @@ is Forbidden, an editor (`agentrun-editor`, or `edit`) is refused by the webhook
 missing permission named, and the approver is on record in status.approvals. The operator's
 ServiceAccount reads Secrets only in its own namespace, and the NetworkPolicies are installed
 (not enforced: no network plugin). Then `helm test`, and `helm uninstall` keeps the CRDs and
-the runs.
+the runs. With receiver.slack.enabled, the receiver's ServiceAccount may approve runs only in
+receiver.namespaces and read only the mapping ConfigMap (`kubectl auth can-i`).
 
 Namespaces are `ar-*`: never `s-*` (the session's shared operator) nor `k-*`, and the chart's
 operator watches only its own run namespace, so two operators never handle one run.
@@ -405,3 +406,103 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
         gone = cluster.kubectl("get", kind, fullname, check=False)
         assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def test_slack_receiver_may_approve_only_in_its_namespaces_and_read_one_configmap(
+    stack_installed: LocalCluster,
+) -> None:
+    """The attacker's test of receiver.slack's RBAC on the real apiserver: the receiver's
+    ServiceAccount and everything the chart binds to it (`helm template`, applied with
+    kubectl), asked with `kubectl auth can-i --as` its ServiceAccount. Off: it may not approve.
+    On: it approves runs in receiver.namespaces and nowhere else (not in another of the
+    toolNamespaces, not in its own), creates SubjectAccessReviews, reads the one mapping
+    ConfigMap and no other ConfigMap or Secret, impersonates nobody."""
+    cluster = stack_installed
+    suffix = uuid.uuid4().hex[:6]
+    rel, system_ns, runs_ns, other_ns = (
+        f"ar-sl-{suffix}",
+        f"ar-slsys-{suffix}",
+        f"ar-slruns-{suffix}",
+        f"ar-slother-{suffix}",
+    )
+    receiver = f"{rel}-agentrun-receiver"
+    sa = f"--as=system:serviceaccount:{system_ns}:{receiver}"
+    _namespaces(cluster, system_ns, runs_ns, other_ns)
+    for name in ("agentrun-slack-users", "other"):
+        cluster.kubectl("create", "configmap", name, "-n", system_ns, "--from-literal=k=v")
+    cluster.kubectl(
+        "create", "secret", "generic", "agentrun-slack", "-n", system_ns,
+        "--from-literal=signing-secret=s3cret",
+    )  # fmt: skip
+
+    def receiver_rbac(*sets: str) -> list[dict[str, Any]]:
+        docs = render(
+            release=rel,
+            namespace=system_ns,
+            sets=sets,
+            set_json=[
+                f'toolNamespaces=["{runs_ns}","{other_ns}"]',
+                f'receiver.namespaces=["{runs_ns}"]',
+            ],
+        )
+        return [
+            d
+            for d in docs
+            if d["kind"] in RBAC_KINDS
+            and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "receiver"
+        ]
+
+    def can(verb: str, resource: str, namespace: str = "", *extra: str) -> str:
+        """`kubectl auth can-i` as the receiver; namespace "": cluster-scoped."""
+        where = ["-n", namespace] if namespace else []
+        proc = cluster.kubectl("auth", "can-i", verb, resource, *where, *extra, sa, check=False)
+        return proc.stdout.strip()
+
+    off, on = receiver_rbac(), receiver_rbac("receiver.slack.enabled=true")
+    try:
+        stack.apply(cluster, off)
+        stack.wait_for(lambda: can("create", "agentruns", runs_ns) == "yes", 30, "alert RBAC")
+        assert can("approve", "agentruns", runs_ns) == "no"
+        assert can("create", "subjectaccessreviews.authorization.k8s.io") == "no"
+        assert can("get", "configmaps/agentrun-slack-users", system_ns) == "no"
+
+        stack.apply(cluster, on)
+        stack.wait_for(lambda: can("approve", "agentruns", runs_ns) == "yes", 30, "Slack RBAC")
+        expected: dict[tuple[str, ...], str] = {
+            ("approve", "agentruns", runs_ns): "yes",
+            ("get", "agentruns", runs_ns): "yes",
+            ("patch", "agentruns", runs_ns): "yes",
+            ("create", "subjectaccessreviews.authorization.k8s.io", ""): "yes",
+            ("get", "configmaps/agentrun-slack-users", system_ns): "yes",
+            # Nowhere else: another tool namespace, its own namespace, the cluster.
+            ("approve", "agentruns", other_ns): "no",
+            ("patch", "agentruns", other_ns): "no",
+            ("approve", "agentruns", system_ns): "no",
+            ("approve", "agentruns", "default"): "no",
+            ("patch", "agentruns", runs_ns, "--subresource=status"): "no",
+            ("delete", "agentruns", runs_ns): "no",
+            # Only the one ConfigMap, by name.
+            ("get", "configmaps/other", system_ns): "no",
+            ("list", "configmaps", system_ns): "no",
+            ("watch", "configmaps", system_ns): "no",
+            ("update", "configmaps/agentrun-slack-users", system_ns): "no",
+            ("get", "configmaps", runs_ns): "no",
+            # No Secret, its own signing secret included (a mounted volume, not an API read).
+            ("get", "secrets/agentrun-slack", system_ns): "no",
+            ("list", "secrets", system_ns): "no",
+            ("get", "secrets", runs_ns): "no",
+            # No impersonation: it decides as itself, naming the user for the webhook.
+            ("impersonate", "users", ""): "no",
+            ("impersonate", "groups", ""): "no",
+            ("create", "tokenreviews.authentication.k8s.io", ""): "no",
+        }
+        got = {key: can(*key) for key in expected}
+        assert got == expected
+    finally:
+        for doc in on:
+            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                cluster.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], check=False)
+        _delete_namespaces(cluster, system_ns, runs_ns, other_ns)

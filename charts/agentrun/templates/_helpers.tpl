@@ -231,6 +231,21 @@ The Secret holding the receiver's bearer token(s): receiver.existingSecret or th
 {{- end }}
 
 {{/*
+"true" when the receiver is rendered with Slack approvals (receiver.slack.enabled): its config,
+Secret mount, RBAC, egress and the operator's --approval-proxy all follow this one switch.
+*/}}
+{{- define "agentrun.receiverSlack" -}}
+{{- if and .Values.receiver.enabled .Values.receiver.slack.enabled (include "agentrun.receiverNamespaces" .) }}true{{- end }}
+{{- end }}
+
+{{/*
+The Kubernetes user of the receiver's ServiceAccount (the operator's --approval-proxy).
+*/}}
+{{- define "agentrun.receiverUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "agentrun.receiverName" .) }}
+{{- end }}
+
+{{/*
 Namespaces the receiver may create runs in, comma-separated: receiver.namespaces, else
 toolNamespaces. Its RBAC is bound there and its config bounded by them.
 */}}
