@@ -1,7 +1,8 @@
 """charts/agentrun on the local v1.20 control plane: the rendered manifests pass a server-side
 dry run, and `helm install` starts the operator as a pod under its own ServiceAccount (the
 local node runs the container's command; RBAC is enforced), which then runs an AgentRun end
-to end: a read tool Job, a write approved by a user bound to the approver role, done. The
+to end: a read tool Job, a read of an MCP server the chart installed (mcp.servers, its URL
+under mcp.allowedURLs), a write approved by a user bound to the approver role, done. The
 chart's approval webhook is registered with `webhook.url` (the local cluster cannot route a
 Service to a pod) and served by the operator with the chart-generated certificate: a viewer
 is Forbidden, an editor (`agentrun-editor`, or `edit`) is refused by the webhook with the
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -131,10 +134,28 @@ def _healthy(port: int) -> bool:
         return False
 
 
+@pytest.fixture
+def mcp_url() -> Iterator[str]:
+    """The tests' Streamable HTTP MCP server (tests/mcpserver: echo, add, wipe) on loopback."""
+    port = stack.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.mcpserver", "http", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     cluster: LocalCluster,
     model_server: ScriptedModelServer,
     release: dict[str, str],
+    mcp_url: str,
     tmp_path: Path,
 ) -> None:
     rel, fullname, system_ns, ns = (
@@ -195,6 +216,14 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
         # The stand-in mounts no ConfigMap or Secret, so the receiver would find no config:
         # the chart's receiver runs on the real node (tests/realnode/test_receiver.py).
         "--set", "receiver.enabled=false",
+        # MCP servers declared in values, installed into the run namespace: `web` under the
+        # allowed MCP URLs, `elsewhere` (another port) outside them.
+        "--set-json", f'mcp.allowedURLs=["{mcp_url.rsplit("/", 1)[0]}/"]',
+        "--set-json", "mcp.servers=" + json.dumps({
+            "web": {"streamableHttp": {"url": mcp_url}, "readTools": ["add"],
+                    "timeoutSeconds": 20},
+            "elsewhere": {"streamableHttp": {"url": "http://127.0.0.1:1/mcp"}},
+        }),
         kubeconfig=kubeconfig,
     )  # fmt: skip
 
@@ -268,16 +297,37 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     assert set(default_agent["tools"]) == {t["metadata"]["name"] for t in tools["items"]}
     stack.wait_for(lambda: stack._has_token(cluster, ns), 30, f"tool ServiceAccount tokens in {ns}")
 
+    # The chart's MCPServers, listed by the chart's operator (a tools/list Job) into status;
+    # the one outside mcp.allowedURLs is refused without a Job.
+    def mcp_ready(name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        st: dict[str, Any] = _get(cluster, "mcpserver", name, "-n", ns).get("status") or {}
+        conds = [c for c in st.get("conditions") or [] if c["type"] == "Ready"]
+        return (st, conds[0]) if conds and conds[0]["status"] != "Unknown" else None
+
+    mcp, listed = stack.wait_for(lambda: mcp_ready("web"), 60, "the chart's MCPServer web")
+    assert listed["status"] == "True" and listed["reason"] == "Listed", listed
+    assert [t["name"] for t in mcp["tools"]] == ["echo", "add", "wipe"]
+    assert len(mcp["digest"]) == 64
+    _, outside = stack.wait_for(lambda: mcp_ready("elsewhere"), 30, "MCPServer elsewhere")
+    assert outside["status"] == "False" and outside["reason"] == "NotAllowed", outside
+
     # ---- an AgentRun, served by the chart's operator -----------------------------------------
     model = f"scripted-{ns}"
     write = {"tool": "rollout-restart", "arguments": {"name": "web", "namespace": ns}}
-    model_server.set_scripts({model: [READ, write, done("web restarted by the chart operator.")]})
+    add = {"tool": "mcp__web__add", "arguments": {"a": 40, "b": 2}}
+    model_server.set_scripts(
+        {model: [READ, add, write, done("web restarted by the chart operator.")]}
+    )
     stack.apply(
         cluster,
         [
             {**WORKLOAD, "metadata": {**WORKLOAD["metadata"], "namespace": ns}},
             stack.agent_manifest(
-                "agent", ns, model, model_server.base_url, ["k8s-get", "rollout-restart"]
+                "agent",
+                ns,
+                model,
+                model_server.base_url,
+                ["k8s-get", "mcp:web/add", "rollout-restart"],
             ),
             stack.run_manifest("run", ns, "agent", "Investigate web."),
         ],
@@ -303,8 +353,16 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     status = phase("AwaitingApproval")
     pending = status["pendingAction"]
     assert pending["tool"] == "rollout-restart"
-    assert thread_types(status)[:2] == [(1, "ToolCall"), (1, "ToolResult")]
+    assert thread_types(status)[:4] == [
+        (1, "ToolCall"),
+        (1, "ToolResult"),
+        (2, "ToolCall"),
+        (2, "ToolResult"),
+    ]
     assert "error" not in json.dumps(status["thread"][1]).lower()
+    # The MCP read (readTools in the values) ran at once, in a Job: 40 + 2 from the server.
+    assert status["thread"][2]["tool"] == "mcp__web__add"
+    assert "42" in status["thread"][3]["content"], status["thread"][3]
 
     # ---- who can approve -------------------------------------------------------------------
     bindings = {
@@ -386,7 +444,7 @@ def test_helm_install_runs_an_agentrun_as_its_own_serviceaccount(
     assert status["approvals"][0]["approver"] == "alice"  # stamped by the chart's webhook
     jobs = _get(cluster, "jobs", "-n", ns, "-l", "agentrun.dev/run=run")["items"]
     accounts = sorted(j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs)
-    assert accounts == ["agentrun-tool-read", "agentrun-tool-write"]
+    assert accounts == ["agentrun-tool-read", "agentrun-tool-read", "agentrun-tool-write"]
     web = _get(cluster, "deployment", "web", "-n", ns)
     assert "kubectl.kubernetes.io/restartedAt" in web["spec"]["template"]["metadata"]["annotations"]
 

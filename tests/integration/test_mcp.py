@@ -27,6 +27,15 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("AGENTRUN_CACHE", Path.home() / ".cache" / "agentrun")) / "mcp"
 K8S_MCP = CACHE / "kubernetes-mcp-server-0.0.67" / "kubernetes-mcp-server"
+EVERYTHING = (
+    CACHE
+    / "server-everything-2026.8.31"
+    / "node_modules"
+    / "@modelcontextprotocol"
+    / "server-everything"
+    / "dist"
+    / "index.js"
+)
 
 
 def mcp_server(
@@ -220,9 +229,87 @@ def test_a_streamable_http_server_answers_from_the_tool_job(spine: Spine) -> Non
 
 
 @pytest.fixture(scope="module")
-def kubernetes_mcp_server() -> Iterator[Path]:
+def mcp_servers() -> None:
     subprocess.run(["bash", str(ROOT / "tests" / "setup" / "mcp.sh")], check=True)
+
+
+@pytest.fixture(scope="module")
+def kubernetes_mcp_server(mcp_servers: None) -> Iterator[Path]:
     yield K8S_MCP
+
+
+@pytest.fixture
+def server_everything(mcp_servers: None) -> Iterator[str]:
+    """The reference server (Streamable HTTP) on a loopback port, as its README starts it."""
+    port = stack.free_port()
+    proc = subprocess.Popen(
+        ["node", str(EVERYTHING), "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "MCP Streamable HTTP Server listening on port P"
+        assert f"listening on port {port}" in line, line + proc.stderr.read()
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_reference_server_everything_is_listed_its_read_tool_runs_and_a_write_waits(
+    spine: Spine, server_everything: str
+) -> None:
+    """@modelcontextprotocol/server-everything from npm, which no one here wrote: its echo is
+    marked a read by the admin and runs at once; get-sum says readOnlyHint but is not in
+    readTools, so it waits for approval, pinned to the digest of the server's own list."""
+    ns = spine.namespace
+    spine.setup(
+        [
+            {"tool": "mcp__everything__echo", "arguments": {"message": "from the reference"}},
+            {"tool": "mcp__everything__get-sum", "arguments": {"a": 40, "b": 2}},
+            done("Echoed and summed."),
+        ]
+    )
+    server: dict[str, Any] = {
+        "apiVersion": "agentrun.dev/v1alpha1",
+        "kind": "MCPServer",
+        "metadata": {"name": "everything", "namespace": ns},
+        "spec": {
+            "streamableHttp": {"url": server_everything},
+            "readTools": ["echo"],
+            "timeoutSeconds": 20,
+        },
+    }
+    stack.apply(spine.cluster, [server])
+    status = ready(spine, "everything")
+    tools = {t["name"]: t for t in status["tools"]}
+    assert {"echo", "get-sum", "trigger-long-running-operation"} <= set(tools)
+    assert tools["get-sum"]["annotations"]["readOnlyHint"] is True  # a hint, not trusted
+    assert len(status["digest"]) == 64
+    (cond,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert cond["reason"] == "Listed" and f"{len(tools)} tools" in cond["message"], cond
+    assert status["digest"][:12] in cond["message"], cond
+    stack.apply(spine.cluster, [agent(spine, ["mcp:everything/echo", "mcp:everything/get-sum"])])
+    spine.start()
+
+    st = spine.wait_phase("AwaitingApproval")
+    assert "Echo: from the reference" in results(st)[0], results(st)
+    pending = st["pendingAction"]
+    assert pending["tool"] == "mcp__everything__get-sum"
+    assert pending["arguments"] == {"a": 40, "b": 2}
+    env = {e["name"]: e["value"] for e in pending["snapshot"]["env"]}
+    assert env["AGENTRUN_MCP_TOOL"] == "get-sum"
+    assert env["AGENTRUN_MCP_DIGEST"] == status["digest"]
+    assert json.loads(env["AGENTRUN_MCP_SERVER"])["url"] == server_everything
+
+    approve(spine, st)
+    st = spine.wait_phase("Succeeded", "Failed")
+    assert st["phase"] == "Succeeded", st
+    assert "42" in results(st)[1], results(st)
+    assert st["result"]["answer"] == "Echoed and summed."
 
 
 def test_kubernetes_mcp_server_lists_pods_under_a_read_only_account_and_cannot_delete(
