@@ -4,6 +4,8 @@ on the same model answer, and a write proposal that waits for approval."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agentrun.engine.core import Done, ModelReply, ToolCall
@@ -80,3 +82,30 @@ def test_a_write_proposal_waits_for_approval_without_a_job(
     assert status(fake)["currentAction"]["state"] == "AwaitingApproval"
     assert "create_job" not in fake.verbs()
     assert fake.jobs == {}
+
+
+def test_a_run_parked_for_approval_keeps_no_body_and_ignores_news_of_old_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeKube()
+    model = ScriptedModel(ModelReply(action=ToolCall(tool="fix", arguments={})))
+    r = runner(monkeypatch, fake, model)
+
+    async def go() -> None:
+        await r.step(NS, RUN)
+        state = r._runs[f"{NS}/{RUN}"]
+        assert state.body is None and state.parked  # memory per waiting run stays small
+        assert r.awaiting(NS, "fix") == [RUN]  # still known to wait for the tool
+        fake.calls.clear()
+        # A late event of an earlier Job (its Complete, a TTL deletion): nothing to read.
+        await r.step(NS, RUN, for_job="r-s0-000000")
+        assert fake.verbs() == []
+        # The run's own watch event (an approval) brings its body back and steps it.
+        assert r.observe_run(
+            fake.runs[(NS, RUN)]
+            | {"metadata": {**fake.runs[(NS, RUN)]["metadata"], "resourceVersion": "999"}}
+        )
+        assert not state.parked and state.body is not None
+        r.forget(NS, RUN)
+
+    asyncio.run(go())

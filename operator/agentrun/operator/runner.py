@@ -79,6 +79,7 @@ class _RunState:
     # A run parked for a human keeps no body here (its next trigger, a watch event, brings
     # one): only the tool whose approval it waits for, for tool_changed.
     awaiting: str | None = None
+    parked: bool = False  # its body dropped while it waits: no Job of it is running
 
 
 @dataclass
@@ -202,18 +203,18 @@ class Runner:
         if persist.version(body) in state.own:
             return False
         if persist.newer(body, state.body):
-            state.body = body
+            state.body, state.parked = body, False
         return True
 
     def _wrote(self, state: _RunState, body: dict[str, Any]) -> None:
         state.own.append(persist.version(body))
         if persist.newer(body, state.body):
-            state.body = body
+            state.body, state.parked = body, False
 
     async def _fetch(self, state: _RunState, namespace: str, name: str) -> dict[str, Any] | None:
         body = await asyncio.to_thread(kube.get_run, self.api, namespace, name)
         if body is not None:
-            state.body = body
+            state.body, state.parked = body, False
         return body
 
     async def step(
@@ -242,7 +243,7 @@ class Runner:
                     state.body, state.done = None, True
                 elif state.body is not None and _parked(state.body):
                     # Memory per waiting run stays small, whatever its thread holds.
-                    state.awaiting, state.body = _awaiting(state), None
+                    state.awaiting, state.body, state.parked = _awaiting(state), None, True
             except (ApiException, HTTPError, OSError) as err:
                 if not transient(err):
                     self._failed_step(namespace, name, err)
@@ -265,7 +266,9 @@ class Runner:
         if state.done:
             return True
         if state.body is None:
-            return False  # not known: read it
+            # Parked for a human: no Job of it runs, so news of one (a late Complete, a TTL
+            # deletion) is stale; else not known: read it.
+            return state.parked
         status = state.body.get("status") or {}
         current = status.get("currentAction") or {}
         batch = {c.get("jobRef") for c in status.get("batch") or [] if c.get("result") is None}
@@ -282,7 +285,8 @@ class Runner:
             exc_info=not isinstance(err, ApiException),
         )
         # Forget the cached body: the retry starts from a fresh read.
-        self._state(f"{namespace}/{name}").body = None
+        state = self._state(f"{namespace}/{name}")
+        state.body, state.parked = None, False
         self._wake_later(namespace, name, ERROR_RETRY_SECONDS)
 
     # ------------------------------------------------------------ the loop
