@@ -395,3 +395,43 @@ def test_schema_rejects_bad_feature_values(args: list[str], message: str) -> Non
     proc = helm("template", "agentrun", str(CHART), *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
+
+
+def test_otel_is_off_by_default_and_on_sets_the_standard_variables_and_egress() -> None:
+    docs = render()
+    env = {e["name"] for e in _container(docs).get("env") or []}
+    assert not {n for n in env if n.startswith("OTEL_EXPORTER")}  # off: no exporter at all
+
+    on = render(
+        sets=[
+            "toolNamespaces={prod}",
+            "otel.enabled=true",
+            "otel.endpoint=http://otel-collector.observability:4318",
+            "otel.captureContent=true",
+            "otel.env.OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod",
+        ]
+    )
+    for container in (_container(on), _container(on, "agentrun-receiver")):
+        values = {e["name"]: e.get("value") for e in container["env"]}
+        assert values["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+        assert values["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        assert values["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] == "true"
+        assert values["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=prod"
+    policies = {p["metadata"]["name"]: p for p in by_kind(on, "NetworkPolicy")}
+    for name in ("agentrun", "agentrun-receiver"):
+        ports = [
+            p["port"] for rule in policies[name]["spec"]["egress"] for p in rule.get("ports") or []
+        ]
+        assert 4318 in ports, name
+    assert 4318 not in [
+        p["port"]
+        for rule in {x["metadata"]["name"]: x for x in by_kind(docs, "NetworkPolicy")}["agentrun"][
+            "spec"
+        ]["egress"]
+        for p in rule.get("ports") or []
+    ]
+
+
+def test_otel_enabled_without_an_endpoint_fails_the_install() -> None:
+    proc = helm("template", "agentrun", str(CHART), "--set", "otel.enabled=true", check=False)
+    assert proc.returncode != 0 and "otel.endpoint is required" in proc.stderr

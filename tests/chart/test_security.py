@@ -266,9 +266,19 @@ def test_full_network_policies() -> None:
             [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "models"}}}],
             [("TCP", 8000)],
         ),
+        (
+            [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                    }
+                }
+            ],
+            [("TCP", 4318)],
+        ),  # otel.egress: the trace collector
     ]
-    # The receiver: its port, from Alertmanager only; egress DNS, the apiserver and (Slack
-    # approvals on in the full values) receiver.slack.egress, nothing else.
+    # The receiver: its port, from Alertmanager only; egress DNS, the apiserver, (Slack
+    # approvals on in the full values) receiver.slack.egress and the trace collector, nothing else.
     receiver = one(policies, "NetworkPolicy", "agentrun-full-receiver")["spec"]
     assert receiver["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "receiver"
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
@@ -288,6 +298,16 @@ def test_full_network_policies() -> None:
         ([dns], [("UDP", 53), ("TCP", 53)]),
         (apiserver, [("TCP", 6443)]),
         ([{"ipBlock": {"cidr": "203.0.113.0/24"}}], [("TCP", 443), ("TCP", 8443)]),
+        (
+            [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                    }
+                }
+            ],
+            [("TCP", 4318)],
+        ),  # otel.egress: the trace collector
     ]
 
 

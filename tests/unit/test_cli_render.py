@@ -179,6 +179,18 @@ def test_show_header_has_prompt_tokens_times_and_conditions() -> None:
     assert "\x1b[" not in text
 
 
+def test_show_prints_the_trace_id_and_a_link_when_the_ui_address_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    monkeypatch.delenv(view.TRACE_URL_ENV, raising=False)
+    assert "Trace:" not in view.render_run(a_run(), NOW)  # tracing off: no id to show
+    assert f"  Trace:       {trace}\n" in view.render_run(a_run(traceID=trace), NOW)
+    monkeypatch.setenv(view.TRACE_URL_ENV, "http://localhost:16686/trace/{trace_id}")
+    text = view.render_run(a_run(traceID=trace), NOW)
+    assert f"  Trace:       {trace}   http://localhost:16686/trace/{trace}\n" in text
+
+
 def test_show_timeline_has_steps_tools_arguments_content_and_links() -> None:
     text = view.render_run(a_run(), NOW)
     timeline = text.split("Timeline\n")[1].split("\n\n")[0].splitlines()

@@ -217,6 +217,26 @@ Extra egress rules from a values list (toolEgress, operatorEgress).
 {{- end }}
 
 {{/*
+The OTEL_* environment of the operator and the receiver (otel.*); nothing when off.
+*/}}
+{{- define "agentrun.otelEnv" -}}
+{{- if .Values.otel.enabled }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ required "otel.endpoint is required when otel.enabled (the collector's OTLP/HTTP address, e.g. http://otel-collector.observability:4318)" .Values.otel.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+{{- if .Values.otel.captureContent }}
+- name: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+  value: "true"
+{{- end }}
+{{- range $k, $v := .Values.otel.env }}
+- name: {{ $k }}
+  value: {{ $v | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The receiver's name (Deployment, Service, ServiceAccount, ConfigMap, NetworkPolicy).
 */}}
 {{- define "agentrun.receiverName" -}}

@@ -7,6 +7,7 @@ to an operator of another version still shows what it can instead of failing val
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
@@ -386,10 +387,24 @@ def _render_header(run: Run, now: datetime, style: Style) -> list[str]:
     out.append(f"  Created:     {created or '?'} ({since(created, now)} ago)")
     out += _render_times(status, now)
     out.append(f"  Conditions:  {_conditions_summary(status)}")
+    out += render_trace(status, os.environ.get(TRACE_URL_ENV, ""))
     failure = _failure_message(status)
     if failure:
         out.append(f"  Reason:      {style.paint(failure, 'red')}")
     return out
+
+
+TRACE_URL_ENV = "AGENTRUN_TRACE_URL"  # e.g. http://jaeger:16686/trace/{trace_id}
+
+
+def render_trace(status: dict[str, Any], url: str = "") -> list[str]:
+    """The run's trace id (when the operator exports traces), and a link to it when
+    AGENTRUN_TRACE_URL gives the tracing UI's address with {trace_id} in it."""
+    trace = status.get("traceID")
+    if not isinstance(trace, str) or not trace:
+        return []
+    link = f"   {url.replace('{trace_id}', trace)}" if "{trace_id}" in url else ""
+    return [f"  Trace:       {trace}{link}"]
 
 
 def _render_fork(spec: dict[str, Any], status: dict[str, Any]) -> list[str]:
