@@ -94,7 +94,8 @@ def expand(value: str, env: dict[str, str]) -> str:
 
 
 class PodRunner(threading.Thread):
-    """Runs one pod (its first container) to completion, reporting status."""
+    """Runs one pod to completion, reporting status: its first container, or all of them at
+    once for a pod of several containers that is never restarted (a grouped tool Job)."""
 
     def __init__(self, node: LocalNode, pod: JSON) -> None:
         meta = pod["metadata"]
@@ -167,6 +168,7 @@ class PodRunner(threading.Thread):
         ready: bool = False,
         reason: str | None = None,
         message: str | None = None,
+        statuses: list[JSON] | None = None,
     ) -> None:
         status: JSON = {
             "phase": phase,
@@ -180,7 +182,7 @@ class PodRunner(threading.Thread):
             "podIP": "127.0.0.1",
             "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": self.start_time,
-            "containerStatuses": [self._container_status(state, ready)],
+            "containerStatuses": statuses or [self._container_status(state, ready)],
             "reason": reason,
             "message": message,
         }
@@ -435,6 +437,9 @@ class PodRunner(threading.Thread):
     def _run(self) -> None:
         spec = self.pod["spec"]
         self.dir.mkdir(parents=True, exist_ok=True)
+        if len(spec["containers"]) > 1 and spec.get("restartPolicy", "Always") == "Never":
+            self._run_many()
+            return
         policy = spec.get("restartPolicy", "Always")
         deadline_s = spec.get("activeDeadlineSeconds")
         deadline = time.monotonic() + deadline_s if deadline_s is not None else None
@@ -524,6 +529,117 @@ class PodRunner(threading.Thread):
             if self.stop_event.wait(backoff):
                 return
             backoff = min(backoff * 2, 60.0)
+
+    # ---- a pod of several containers (restartPolicy Never: tool Jobs of grouped calls) ------
+    def _run_many(self) -> None:
+        """Every container at once, each its own process, log and exit code, as a kubelet
+        runs them; the pod is Succeeded when all exited 0, else Failed; past its deadline
+        the ones still running are killed."""
+        containers: list[JSON] = self.pod["spec"]["containers"]
+        deadline_s = self.pod["spec"].get("activeDeadlineSeconds")
+        deadline = time.monotonic() + deadline_s if deadline_s is not None else None
+        base: dict[str, str] | None = None
+        procs: list[tuple[JSON, subprocess.Popen[bytes], str]] = []
+        states: dict[str, JSON] = {}
+        try:
+            for c in containers:
+                if base is None:  # the pod's token once, for its ServiceAccount; no one's env
+                    self.container = {**c, "env": [], "envFrom": []}
+                    base = self._environment()
+                self.container, self.cname = c, c["name"]
+                env = {**base, **self._pod_env(base)}
+                argv = [expand(a, env) for a in (c.get("command") or []) + (c.get("args") or [])]
+                exe = argv[0] if argv and "/" in argv[0] else None
+                if argv and exe is None:
+                    exe = shutil.which(argv[0], path=env["PATH"])
+                if exe is None or not os.access(exe, os.X_OK):
+                    raise PodError("ContainerCannotRun", f"cannot run {argv[:1]}", exit_code=127)
+                started = now()
+                with (self.dir / f"{c['name']}.log").open("ab") as out:
+                    proc = subprocess.Popen(
+                        [exe, *argv[1:]],
+                        env=env,
+                        cwd=str(self.dir),
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                procs.append((c, proc, started))
+                states[c["name"]] = {"running": {"startedAt": started}}
+        except PodError as e:
+            for _, proc, _ in procs:
+                self._kill_proc(proc, 0.0)
+            self._fail_start(e)
+            return
+        log(f"{self.name}: started {len(procs)} containers")
+        self._report_many("Running", containers, states)
+        why = ""
+        while any(p.poll() is None for _, p, _ in procs):
+            time.sleep(0.2)
+            if self.stop_event.is_set():
+                why = "deleted"
+            elif deadline is not None and time.monotonic() >= deadline:
+                why = "deadline"
+            if why:
+                for _, proc, _ in procs:
+                    self._kill_proc(proc, min(self.grace, 5.0))
+                break
+        if why == "deleted":
+            return
+        for c, proc, started in procs:
+            code = proc.returncode if proc.returncode is not None else 137
+            code = 128 - code if code < 0 else code
+            self._kill_proc(proc, 0.0)
+            terminated: JSON = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": now(),
+                "containerID": f"local://{proc.pid}",
+            }
+            self.container, self.cname = c, c["name"]
+            self.log_path = self.dir / f"{c['name']}.log"
+            msg = self._termination_message(code)
+            if msg:
+                terminated["message"] = msg
+            states[c["name"]] = {"terminated": terminated}
+        ok = all(st["terminated"]["exitCode"] == 0 for st in states.values())
+        if why == "deadline":
+            self._report_many(
+                "Failed",
+                containers,
+                states,
+                reason="DeadlineExceeded",
+                message="Pod was active on the node longer than the specified deadline",
+            )
+            return
+        self._report_many("Succeeded" if ok else "Failed", containers, states)
+
+    def _report_many(
+        self,
+        phase: str,
+        containers: list[JSON],
+        states: dict[str, JSON],
+        reason: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        statuses = []
+        for c in containers:
+            self.container, self.cname = c, c["name"]
+            statuses.append(self._container_status(states[c["name"]], phase == "Running"))
+        self.report(
+            phase, {}, ready=phase == "Running", reason=reason, message=message, statuses=statuses
+        )
+
+    def _kill_proc(self, proc: subprocess.Popen[bytes], grace: float) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM if grace else signal.SIGKILL)
+        kill_tree([(proc.pid, None)], grace=grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
     def _wait(self, deadline: float | None) -> str:
         assert self.proc is not None
@@ -851,6 +967,9 @@ class LocalNode:
     def find_log(self, ns: str, pod: str, container: str) -> tuple[Path, PodRunner | None] | None:
         with self.lock:
             runner = self.by_name.get((ns, pod))
+        names = [] if runner is None else [c["name"] for c in runner.pod["spec"]["containers"]]
+        if runner is not None and len(names) > 1 and container in names:
+            return runner.dir / f"{container}.log", runner
         if runner is not None and runner.cname == container:
             return runner.log_path, runner
         if runner is not None:

@@ -339,7 +339,11 @@ def check_invariants(
             owner = job["metadata"].get("ownerReferences", [{}])[0]
             if owner.get("uid") != body["metadata"]["uid"]:
                 problems.append(f"{name}: Job {job['metadata']['name']} owned by {owner}")
-            by_step[int(job["metadata"]["labels"][LABEL_STEP])].append(job)
+            # A grouped Job runs several steps' calls, a container each (its annotation).
+            grouped = job["metadata"].get("annotations", {}).get("agentrun.dev/calls")
+            steps = [c["step"] for c in json.loads(grouped)] if grouped else None
+            for covered in steps or [int(job["metadata"]["labels"][LABEL_STEP])]:
+                by_step[covered].append(job)
         if set(by_step) != JOB_STEPS[kind]:
             problems.append(f"{name}: Jobs for steps {sorted(by_step)}, expected {JOB_STEPS[kind]}")
         for step, step_jobs in by_step.items():

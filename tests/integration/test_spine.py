@@ -341,11 +341,21 @@ def test_prefetch_puts_evidence_in_the_first_prompt(spine: Spine) -> None:
     assert "tool_result" in first and "web" in first
 
 
-def _overlap(jobs: list[dict[str, Any]]) -> bool:
-    """Whether the Jobs ran at the same time: each started before any of them finished."""
-    starts = [str(j["status"]["startTime"]) for j in jobs]
-    ends = [str(j["status"]["completionTime"]) for j in jobs]
-    return max(starts) < min(ends)
+def _ran_together(pod: dict[str, Any]) -> bool:
+    """Whether a pod's containers ran at the same time: each started before any ended."""
+    states = [cs["state"]["terminated"] for cs in pod["status"]["containerStatuses"]]
+    return max(str(t["startedAt"]) for t in states) < min(str(t["finishedAt"]) for t in states)
+
+
+def _grouped(spine: Spine, job: dict[str, Any]) -> list[tuple[str, int]]:
+    """A grouped Job's calls, (container, step), checked against its pod's containers."""
+    calls = json.loads(job["metadata"]["annotations"]["agentrun.dev/calls"])
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == [c["container"] for c in calls]
+    assert len({json.dumps(c["securityContext"]) for c in containers}) == 1
+    [pod] = spine.pods(job["metadata"]["name"])
+    assert _ran_together(pod)
+    return [(c["container"], c["step"]) for c in calls]
 
 
 def test_prefetch_calls_run_together_before_the_first_model_call(spine: Spine) -> None:
@@ -360,9 +370,11 @@ def test_prefetch_calls_run_together_before_the_first_model_call(spine: Spine) -
     spine.start()
     status = spine.wait_phase("Succeeded")
 
-    jobs = spine.jobs()
-    assert sorted(j["metadata"]["name"].split("-")[-2] for j in jobs) == ["p0", "p1", "p3"]
-    assert _overlap(jobs)
+    # The three calls share ServiceAccount, image and timeout: one Job (the first call's
+    # name), a container each, all running at once.
+    [job] = spine.jobs()
+    assert job["metadata"]["name"].split("-")[-2] == "p0"
+    assert _grouped(spine, job) == [("tool-0", 0), ("tool-1", 0), ("tool-2", 0)]
     types = thread_types(status)
     assert (
         types[:7]
@@ -370,7 +382,9 @@ def test_prefetch_calls_run_together_before_the_first_model_call(spine: Spine) -
         + [(0, "ToolResult")] * 3
     )
     results = [e for e in status["thread"] if e["type"] == "ToolResult"]
-    assert [r["jobRef"].split("-")[-2] for r in results] == ["p0", "p1", "p3"]
+    assert [r["container"] for r in results] == ["tool-0", "tool-1", "tool-2"]
+    calls = [e for e in status["thread"] if e["type"] == "ToolCall"]
+    assert [c["arguments"]["kind"] for c in calls] == ["Deployment", "Pod", "Service"]
     assert "input has no input.context.x" in status["thread"][2]["content"]
     # The model was asked once, after every prefetch Job had finished.
     assert status["usage"]["modelCalls"] == 1
@@ -391,10 +405,11 @@ def test_reads_in_one_reply_run_together_and_a_write_beside_them_waits(spine: Sp
     spine.start()
     status = spine.wait_phase("AwaitingApproval")
 
-    # The two reads ran together, each its own step; the write was not proposed with them.
-    reads = spine.jobs()
-    assert sorted(j["metadata"]["labels"]["agentrun.dev/step"] for j in reads) == ["1", "2"]
-    assert _overlap(reads)
+    # The two reads ran together in one Job, each its own step and container; the write was
+    # not proposed with them.
+    [reads] = spine.jobs()
+    assert reads["metadata"]["labels"]["agentrun.dev/step"] == "1"
+    assert _grouped(spine, reads) == [("tool-0", 1), ("tool-1", 2)]
     assert thread_types(status)[:5] == [
         (1, "ToolCall"),
         (2, "ToolCall"),

@@ -62,8 +62,8 @@ class FakeKube:
     def pods(self, namespace: str, selector: str) -> list[str]:
         return self.job_pods.get(selector.removeprefix("job-name="), [])
 
-    def pod_log(self, pod: str, namespace: str) -> str:
-        return self.logs[pod]
+    def pod_log(self, pod: str, namespace: str, container: str = "tool") -> str:
+        return self.logs[pod if container == "tool" else f"{pod}/{container}"]
 
 
 def call(kube: FakeKube, *argv: str, stdin: io.StringIO | None = None) -> tuple[int, str, str]:
@@ -213,3 +213,21 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert call(FakeKube(), "list", "-o", "xml")[0] == cli.EXIT_USAGE
     assert "invalid choice" in capsys.readouterr().err
     assert call(FakeKube(), "--help")[0] == 0
+
+
+def test_logs_of_a_call_grouped_with_others_reads_its_own_container() -> None:
+    def result(step: int, container: str) -> dict[str, Any]:
+        return {
+            "step": step,
+            "type": "ToolResult",
+            "time": "2026-01-01T00:00:00Z",
+            "jobRef": "run-s1-abc123",
+            "container": container,
+        }
+
+    kube = FakeKube(a_run(thread=[result(1, "tool-0"), result(2, "tool-1")]))
+    kube.cms["run-s1-abc123-tool-1-out"] = {"output.txt": "step 2 evidence\n"}
+    assert call(kube, "logs", "run", "--step", "2")[1] == "step 2 evidence\n"
+    kube.job_pods["run-s1-abc123"] = ["pod-a"]
+    kube.logs["pod-a/tool-0"] = "step 1 from its container\n"
+    assert call(kube, "logs", "run", "--step", "1")[1] == "step 1 from its container\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +51,8 @@ def run(status: AgentRunStatus | None = None, **spec: Any) -> AgentRun:
     )
 
 
-def config(prefetch: list[PrefetchCall] | None = None) -> Config:
+def config(prefetch: list[PrefetchCall] | None = None, events_timeout: int = 60) -> Config:
+    events = AgentToolSpec(description="events", effect=Effect.READ, timeoutSeconds=events_timeout)
     return Config.of(
         agent=AgentSpec(
             model=ModelSpec(name="m"),
@@ -59,7 +61,7 @@ def config(prefetch: list[PrefetchCall] | None = None) -> Config:
         ),
         tools={
             "k8s-get": AgentToolSpec(description="get", effect=Effect.READ),
-            "k8s-events": AgentToolSpec(description="events", effect=Effect.READ),
+            "k8s-events": events,
             "scale": AgentToolSpec(description="scale", effect=Effect.WRITE),
         },
         prompt=PromptRef(name="p", version="1", sha256="0" * 64),
@@ -97,18 +99,50 @@ def get(kind: str) -> ToolCall:
     return ToolCall(tool="k8s-get", arguments={"kind": kind})
 
 
+def calls(actions: list[Any]) -> list[CreateJob]:
+    """The calls the actions start, a grouped Job's each with its container."""
+    out: list[CreateJob] = []
+    for a in actions:
+        if isinstance(a, CreateJob):
+            out += list(a.group) or [a]
+    return out
+
+
+def key(c: CreateJob) -> str:
+    """The observation key of a call (batch_key): its Job, and its container if grouped."""
+    return c.name if c.container is None else f"{c.name}/{c.container}"
+
+
 def test_prefetch_calls_start_together_and_the_model_waits_for_all() -> None:
-    cfg = config(PREFETCH)
+    cfg = config(PREFETCH, events_timeout=30)
     status, actions = decide(run(), Observations(now=NOW, config=cfg))
-    creates = [a for a in actions if isinstance(a, CreateJob)]
-    # The third call's label is missing: a note, not a Job; the other three start at once.
-    assert [c.name for c in creates] == [job_name("r", "u-1", 0, prefetch=i) for i in (0, 1, 3)]
+    jobs = [a for a in actions if isinstance(a, CreateJob)]
+    creates = calls(actions)
+    # The third call's label is missing: a note, not a Job; the other three start at once:
+    # the two k8s-get calls in one Job (same ServiceAccount, image, timeout), k8s-events
+    # with another timeout in a Job of its own.
+    p0, p1 = (job_name("r", "u-1", 0, prefetch=i) for i in (0, 1))
+    assert [(j.name, [c.container for c in j.group]) for j in jobs] == [
+        (p0, ["tool-0", "tool-1"]),
+        (p1, []),
+    ]
+    assert [(c.tool, c.arguments.get("kind")) for c in creates] == [
+        ("k8s-get", "Pod"),
+        ("k8s-get", "Node"),
+        ("k8s-events", None),
+    ]
     assert all(c.batch for c in creates) and not any(isinstance(a, CallModel) for a in actions)
     assert "input has no input.context.alert.labels.deployment" in status.thread[2].content
     assert status.prefetched == 4 and status.step == 0
+    assert [(c.jobRef, c.container) for c in status.batch] == [
+        (p0, "tool-0"),
+        (p1, None),
+        (p0, "tool-1"),
+    ]
 
     # Results arrive out of order; nothing enters the thread until the last is in.
-    names = [c.name for c in creates]
+    names = [key(c) for c in sorted(creates, key=lambda c: c.tool != "k8s-get")]
+    names = [names[0], names[2], names[1]]  # in the order asked: Pod, events, Node
     status, actions = step(status, cfg, batch={names[2]: ok(names[2], "node ok")})
     assert [c.result is not None for c in status.batch] == [False, False, True]
     assert status.thread[-1].type is EventType.TOOL_CALL
@@ -118,11 +152,11 @@ def test_prefetch_calls_start_together_and_the_model_waits_for_all() -> None:
         status, cfg, batch={names[0]: ok(names[0], "pod web-1"), names[1]: failed}
     )
     assert not status.batch
-    results = [(e.type, e.jobRef) for e in status.thread[-3:]]
+    results = [(e.type, e.jobRef, e.container) for e in status.thread[-3:]]
     assert results == [
-        (EventType.TOOL_RESULT, names[0]),
-        (EventType.ERROR, names[1]),
-        (EventType.TOOL_RESULT, names[2]),
+        (EventType.TOOL_RESULT, p0, "tool-0"),
+        (EventType.ERROR, p1, None),
+        (EventType.TOOL_RESULT, p0, "tool-1"),
     ]
     assert "timed out" in status.thread[-2].content
     assert status.consecutiveErrors == 0  # prefetch evidence is never the agent's error
@@ -133,14 +167,16 @@ def test_several_reads_in_one_reply_run_together_each_a_step() -> None:
     cfg = config()
     status, _ = decide(run(), Observations(now=NOW, config=cfg))
     status, actions = step(status, cfg, model=reply(get("Pod"), get("Service"), get("Node")))
-    creates = [a for a in actions if isinstance(a, CreateJob)]
-    assert [c.name for c in creates] == [job_name("r", "u-1", s) for s in (1, 2, 3)]
+    creates = calls(actions)
+    # One Job (the first call's name), a container per call, each its own step and hash.
+    assert [a.name for a in actions if isinstance(a, CreateJob)] == [job_name("r", "u-1", 1)]
+    assert [key(c) for c in creates] == [f"{job_name('r', 'u-1', 1)}/tool-{i}" for i in range(3)]
     assert [c.step for c in creates] == [1, 2, 3]
     assert status.step == 3 and status.usage.modelCalls == 1 and status.usage.totalTokens == 10
     assert len({c.actionHash for c in creates}) == 3
     assert [e.step for e in status.thread] == [1, 2, 3]
 
-    obs = {c.name: ok(c.name, f"out {c.step}") for c in creates}
+    obs = {key(c): ok(key(c), f"out {c.step}") for c in creates}
     status, actions = step(status, cfg, batch=obs)
     assert [e.content for e in status.thread[-3:]] == ["out 1", "out 2", "out 3"]
     assert [e.step for e in status.thread[-3:]] == [1, 2, 3]
@@ -183,28 +219,28 @@ def test_max_steps_bounds_what_runs_and_the_rest_is_named() -> None:
 
 
 def test_after_a_crash_a_missing_job_is_created_and_a_deleted_one_is_not() -> None:
-    cfg = config()
+    events = ToolCall(tool="k8s-events", arguments={})
+    cfg = config(events_timeout=30)
     status, _ = decide(run(), Observations(now=NOW, config=cfg))
-    status, actions = step(status, cfg, model=reply(get("A"), get("B"), get("C")))
-    a, b, c = (x.name for x in actions if isinstance(x, CreateJob))
-    status, _ = step(status, cfg, batch={a: ok(a, "a")})
-    # Restarted: A's result is kept in status; B was never created; C was deleted.
-    status, actions = step(
-        status,
-        cfg,
-        batch={
-            b: JobObservation(name=b, phase=JobPhase.NOT_FOUND),
-            c: JobObservation(name=c, phase=JobPhase.NOT_FOUND, existed=True),
-        },
-    )
-    assert [x.name for x in actions if isinstance(x, CreateJob)] == [b]
-    assert status.batch[2].result is not None and "disappeared" in status.batch[2].result.content
-    status, actions = step(status, cfg, batch={b: ok(b, "b")})
+    status, actions = step(status, cfg, model=reply(events, get("B"), get("C")))
+    e, g = (x for x in actions if isinstance(x, CreateJob))
+    assert (e.group, [x.container for x in g.group]) == ((), ["tool-0", "tool-1"])
+    b, c = (key(x) for x in g.group)
+    status, _ = step(status, cfg, batch={e.name: ok(e.name, "e")})
+    # Restarted: the events result is kept in status; B and C's Job was never created.
+    missing = JobObservation(name=b, phase=JobPhase.NOT_FOUND)
+    status, actions = step(status, cfg, batch={b: missing, c: replace(missing, name=c)})
+    assert [x for x in actions if isinstance(x, CreateJob)] == [g]
+    # Then it was deleted before its result was read: neither call runs again.
+    gone = JobObservation(name=b, phase=JobPhase.NOT_FOUND, existed=True)
+    status, actions = step(status, cfg, batch={b: gone, c: replace(gone, name=c)})
+    assert not any(isinstance(x, CreateJob) for x in actions)
     assert [e.content.split(":")[0] for e in status.thread[-3:]] == [
-        "a",
-        "b",
+        "e",
+        "Tool k8s-get",
         "Tool k8s-get",
     ]
+    assert "disappeared" in status.thread[-1].content
     assert status.consecutiveErrors == 0 and CallModel(step=4) in actions
 
 
@@ -212,7 +248,7 @@ def test_every_call_failing_is_one_failed_step() -> None:
     cfg = config()
     status, _ = decide(run(), Observations(now=NOW, config=cfg))
     status, actions = step(status, cfg, model=reply(get("A"), get("B")))
-    names = [x.name for x in actions if isinstance(x, CreateJob)]
+    names = [key(x) for x in calls(actions)]
     failed = {n: JobObservation(name=n, phase=JobPhase.FAILED, message="boom") for n in names}
     status, actions = step(status, cfg, batch=failed)
     assert status.consecutiveErrors == 1
@@ -223,8 +259,53 @@ def test_a_run_that_ends_mid_batch_deletes_the_jobs_still_running() -> None:
     cfg = config()
     status, _ = decide(run(), Observations(now=NOW, config=cfg))
     status, actions = step(status, cfg, model=reply(get("A"), get("B")))
-    a, b = (x.name for x in actions if isinstance(x, CreateJob))
+    a, _b = (key(x) for x in calls(actions))
     status, _ = step(status, cfg, batch={a: ok(a, "a")})
     status, actions = decide(run(status, cancel=True), Observations(now=NOW, config=cfg))
     assert status.phase is Phase.CANCELLED and not status.batch
-    assert [x.name for x in actions if isinstance(x, DeleteJob)] == [b]
+    # The grouped Job, still running B, is deleted once.
+    assert [x.name for x in actions if isinstance(x, DeleteJob)] == [job_name("r", "u-1", 1)]
+
+
+def test_a_grouped_job_lost_in_a_crash_is_made_again_whole_once() -> None:
+    cfg = config()
+    status, _ = decide(run(), Observations(now=NOW, config=cfg))
+    status, actions = step(status, cfg, model=reply(get("A"), get("B"), get("C")))
+    first = [a for a in actions if isinstance(a, CreateJob)]
+    missing = {key(c): JobObservation(name=key(c), phase=JobPhase.NOT_FOUND) for c in calls(first)}
+    status, actions = step(status, cfg, batch=missing)
+    assert [a for a in actions if isinstance(a, CreateJob)] == first
+    # Deleted (it existed): every call of it is an error of its own, never run again.
+    gone = {k: JobObservation(name=k, phase=JobPhase.NOT_FOUND, existed=True) for k in missing}
+    status, actions = step(status, cfg, batch=gone)
+    assert not any(isinstance(a, CreateJob) for a in actions)
+    assert all("disappeared" in e.content for e in status.thread[-3:])
+
+
+def test_in_a_grouped_job_a_failed_call_is_evidence_of_its_own() -> None:
+    cfg = config()
+    status, _ = decide(run(), Observations(now=NOW, config=cfg))
+    status, actions = step(status, cfg, model=reply(get("A"), get("B"), get("C")))
+    a, b, c = (key(x) for x in calls(actions))
+    oom = JobObservation(name=b, phase=JobPhase.FAILED, reason="OOMKilled", message="exit 137")
+    status, actions = step(status, cfg, batch={a: ok(a, "a"), b: oom, c: ok(c, "c")})
+    assert [(e.type, e.step, e.container) for e in status.thread[-3:]] == [
+        (EventType.TOOL_RESULT, 1, "tool-0"),
+        (EventType.ERROR, 2, "tool-1"),
+        (EventType.TOOL_RESULT, 3, "tool-2"),
+    ]
+    assert status.consecutiveErrors == 0 and CallModel(step=4) in actions
+
+
+def test_calls_under_another_service_account_image_or_timeout_get_jobs_of_their_own() -> None:
+    cfg = config(events_timeout=30)
+    status, _ = decide(run(), Observations(now=NOW, config=cfg))
+    events = ToolCall(tool="k8s-events", arguments={})
+    status, actions = step(status, cfg, model=reply(events, get("Pod")))
+    made = [a for a in actions if isinstance(a, CreateJob)]
+    # Each alone in its group: exactly the single-container Job of today.
+    assert [(a.name, a.container, a.group) for a in made] == [
+        (job_name("r", "u-1", 1), None, ()),
+        (job_name("r", "u-1", 2), None, ()),
+    ]
+    assert [c.container for c in status.batch] == [None, None]

@@ -491,3 +491,95 @@ def test_the_job_runs_exactly_the_snapshot_and_carries_the_preconditions() -> No
     assert pod["serviceAccountName"] == snap.serviceAccountName == "agentrun-tool-write"
     assert (c["image"], c["command"]) == (snap.image, snap.command)
     assert {"name": "AGENTRUN_PRECONDITIONS", "value": '{"podUID":"pod-uid-7"}'} in c["env"]
+
+
+# ---------------------------------------------------------------- a grouped Job
+
+
+def group_job() -> dict[str, Any]:
+    snap = snapshot("k8s-get", tool(), POLICY)
+    calls = [
+        jobs.GroupCall(f"tool-{i}", 3 + i, "k8s-get", snap, {"kind": kind}, f"{i}" * 64)
+        for i, kind in enumerate(("Pod", "Node"))
+    ]
+    name = job_name("web-down", UID, 3)
+    return jobs.build_group_job(
+        run_name="web-down", run_namespace="prod", run_uid=UID, job_name=name, calls=calls
+    )
+
+
+def test_a_grouped_job_has_each_call_in_a_container_of_its_own_exactly_as_alone() -> None:
+    m = group_job()
+    spec = m["spec"]["template"]["spec"]
+    alone = container(job(arguments={"kind": "Node"}, step=4))
+    c0, c1 = spec["containers"]
+    assert (c0["name"], c1["name"]) == ("tool-0", "tool-1")
+    # The second call's container is its own Job's container, but for its name and /tmp.
+    assert {**c1, "name": "tool", "volumeMounts": alone["volumeMounts"]} == alone
+    assert c0["args"][1] == canonical_json({"kind": "Pod"})
+    assert {"name": "AGENTRUN_STEP", "value": "3"} in c0["env"]
+    # Each its own /tmp: the calls share no files; one ServiceAccount, no shared processes.
+    assert [v["name"] for v in spec["volumes"]] == ["tmp-tool-0", "tmp-tool-1"]
+    assert [c["volumeMounts"][0]["name"] for c in spec["containers"]] == [
+        "tmp-tool-0",
+        "tmp-tool-1",
+    ]
+    assert spec["serviceAccountName"] == "agentrun-tool-read"
+    assert "shareProcessNamespace" not in spec
+    meta = m["metadata"]
+    assert meta["labels"]["agentrun.dev/step"] == "3"
+    assert meta["labels"]["agentrun.dev/tool"] == "k8s-get"
+    listed = json.loads(meta["annotations"][jobs.ANNOTATION_CALLS])
+    assert [(c["container"], c["step"]) for c in listed] == [("tool-0", 3), ("tool-1", 4)]
+
+
+def test_a_grouped_job_with_a_changed_or_extra_container_is_refused() -> None:
+    m = group_job()
+    assert jobs.job_mismatch(as_created(m), m) is None
+    assert jobs.pod_mismatch(own_pod(as_created(m)), as_created(m)) is None
+    changed = as_created(m)
+    changed["spec"]["template"]["spec"]["containers"][1]["args"] = ["k8s-get", "{}"]
+    assert "tool-1 args" in (jobs.job_mismatch(changed, m) or "")
+    extra = as_created(m)
+    containers = extra["spec"]["template"]["spec"]["containers"]
+    containers.append({**containers[0], "name": "tool-2"})
+    assert "containers" in (jobs.job_mismatch(extra, m) or "")
+    lying = own_pod(as_created(m))
+    lying["spec"]["containers"][0]["command"] = ["sh", "-c", "echo forged"]
+    assert "tool-0 command" in (jobs.pod_mismatch(lying, as_created(m)) or "")
+
+
+def test_in_a_grouped_job_each_call_has_the_outcome_of_its_own_container() -> None:
+    failed = {"type": "Failed", "status": "True"}
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {"name": "tool-0", "state": {"terminated": {"exitCode": 0}}},
+                {"name": "tool-1", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}},
+                {"name": "tool-2", "state": {"terminated": {"exitCode": 137}}},
+            ]
+        }
+    }
+    limit = job_body({**failed, "reason": "BackoffLimitExceeded"})
+    ok = jobs.job_observation(limit, pod, ENVELOPE, None, container="tool-0")
+    assert ok.phase is JobPhase.SUCCEEDED and ok.ok
+    err = jobs.job_observation(limit, pod, "boom\n", None, container="tool-1")
+    assert err.phase is JobPhase.FAILED and err.reason == "Error" and "boom" in err.content
+    late = job_body({**failed, "reason": "DeadlineExceeded"})
+    timed = jobs.job_observation(late, pod, None, None, container="tool-2")
+    assert timed.phase is JobPhase.FAILED and timed.reason == "DeadlineExceeded"
+    assert jobs.job_observation(late, pod, ENVELOPE, None, container="tool-0").ok
+
+
+def test_a_grouped_calls_long_output_is_kept_under_its_own_name() -> None:
+    cm = jobs.output_configmap(
+        run_name="r",
+        run_namespace="prod",
+        run_uid=UID,
+        step=4,
+        tool_name="k8s-get",
+        job_name="r-s3-abcdef",
+        raw="x",
+        container="tool-1",
+    )
+    assert cm["metadata"]["name"] == "r-s3-abcdef-tool-1-out"

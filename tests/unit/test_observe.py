@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client as k8s
 
 from agentrun.api import AgentRun
-from agentrun.engine.core import FORGED, JobPhase
+from agentrun.engine.core import FORGED, JobPhase, ModelReply, ToolCall, ToolCalls
 from agentrun.kube import client as kube
 from agentrun.operator.ledger import JobLedger
 from agentrun.operator.observe import JobSeen, Observer
@@ -32,7 +32,7 @@ class FinishedPods(ToolPods):
     async def finished_pod(self, namespace: str, job: str) -> dict[str, Any] | None:
         return self.pod
 
-    async def log(self, namespace: str, job: str, pod: str) -> str:
+    async def log(self, namespace: str, job: str, pod: str, container: str = "tool") -> str:
         return self.text
 
 
@@ -195,3 +195,77 @@ def test_a_step_reads_its_job_from_the_watch_not_a_get(monkeypatch: pytest.Monke
     assert r.jobs.state(NS, job) is None
     observe(r.observer, run, seen)
     assert "read_job" in fake.verbs()
+
+
+# ---------------------------------------------------------------- a grouped Job
+
+
+def proposed_group(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeKube, Runner, AgentRun, str]:
+    """A run whose two read calls of one reply the runner has just started in one Job."""
+    fake = FakeKube()
+    calls = (ToolCall("get", {"kind": "Pod"}), ToolCall("get", {"kind": "Node"}))
+    r = runner(monkeypatch, fake, ScriptedModel(ModelReply(action=ToolCalls(calls))))
+    step(r)
+    run = AgentRun.model_validate(fake.runs[(NS, RUN)])
+    assert [(c.container, c.jobRef) for c in run.status.batch] == [
+        ("tool-0", run.status.batch[0].jobRef),
+        ("tool-1", run.status.batch[0].jobRef),
+    ]
+    return fake, r, run, run.status.batch[0].jobRef
+
+
+class GroupPods(FinishedPods):
+    """The grouped Job's own pod, each container with its own log."""
+
+    def __init__(self, pod: dict[str, Any] | None, texts: dict[str, str]) -> None:
+        super().__init__(pod, "")
+        self.texts = texts
+
+    async def log(self, namespace: str, job: str, pod: str, container: str = "tool") -> str:
+        return self.texts[container]
+
+
+def test_a_grouped_job_runs_one_container_per_call_and_each_has_its_own_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, r, run, job = proposed_group(monkeypatch)
+    made = fake.jobs[(NS, job)]
+    assert [c["name"] for c in made["spec"]["template"]["spec"]["containers"]] == [
+        "tool-0",
+        "tool-1",
+    ]
+    # The pod (and so the Job) failed: tool-1 was OOMKilled, tool-0 exited 0 before.
+    failed = copy.deepcopy(made)
+    failed["status"] = {
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+    }
+    fake.jobs[(NS, job)] = failed
+    pod = own_pod(failed)
+    pod["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [
+            {"name": "tool-0", "state": {"terminated": {"exitCode": 0}}},
+            {"name": "tool-1", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}},
+        ],
+    }
+    pods = GroupPods(pod, {"tool-0": "3 pods Running\n", "tool-1": "partial\n"})
+    seen = asyncio.run(observer(pods, r.jobs).batch(run, None, set()))
+    got = {s.job.name: s.job for s in seen if s.job is not None}
+    ok, oom = got[f"{job}/tool-0"], got[f"{job}/tool-1"]
+    assert ok.phase is JobPhase.SUCCEEDED and "3 pods Running" in ok.content
+    assert oom.phase is JobPhase.FAILED and oom.reason == "OOMKilled"
+    assert "partial" in oom.content and "3 pods" not in oom.content
+
+
+def test_a_job_under_the_predicted_name_with_an_extra_container_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, _, run, job = proposed_group(monkeypatch)
+    # Someone makes the Job first, ours plus a container that would speak for the run.
+    forged = copy.deepcopy(fake.jobs[(NS, job)])
+    spec = forged["spec"]["template"]["spec"]
+    spec["containers"].append({**spec["containers"][0], "name": "tool-2", "image": "evil:1"})
+    fake.jobs[(NS, job)] = forged
+    seen = asyncio.run(observer().batch(run, None, set()))
+    assert [s.job.reason for s in seen if s.job is not None] == [FORGED, FORGED]
+    assert "containers" in str(seen[0].job.message if seen[0].job else "")

@@ -59,9 +59,12 @@ def test_a_finished_run_is_not_stepped_nor_kept() -> None:
     assert other._runs == {}  # runs kept for audit cost no memory
 
 
-def pod(name: str, created: str, phase: str = "Running") -> dict[str, Any]:
+def pod(
+    name: str, created: str, phase: str = "Running", containers: tuple[str, ...] = ("tool",)
+) -> dict[str, Any]:
     meta = {"name": name, "creationTimestamp": created, "labels": {"job-name": "j"}}
-    return {"metadata": meta, "status": {"phase": phase}, "spec": {"big": "x" * 1000}}
+    spec = {"big": "x" * 1000, "containers": [{"name": c} for c in containers]}
+    return {"metadata": meta, "status": {"phase": phase}, "spec": spec}
 
 
 def test_the_newest_pod_of_a_job_is_kept_trimmed_and_deletion_forgets_it() -> None:
@@ -84,9 +87,9 @@ class CountingPods(ToolPods):
         super().__init__(k8s.ApiClient(), 1024)
         self.reads: list[str] = []
 
-    async def _read_log(self, namespace: str, pod: str) -> str:
-        self.reads.append(pod)
-        return f"log of {pod}"
+    async def _read_log(self, namespace: str, pod: str, container: str) -> str:
+        self.reads.append(pod if container == "tool" else f"{pod}/{container}")
+        return f"log of {pod}/{container}"
 
 
 def test_a_pod_seen_finishing_has_its_log_read_once_and_early() -> None:
@@ -104,8 +107,23 @@ def test_a_pod_seen_finishing_has_its_log_read_once_and_early() -> None:
 
     early, text, reads = asyncio.run(scenario())
     assert early == ["j-1"]
-    assert text == "log of j-1"
+    assert text == "log of j-1/tool"
     assert reads == ["j-1"]  # the step used the early read, not a second one
+
+
+def test_a_grouped_pods_containers_are_each_read_early_once() -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        pods = CountingPods()
+        pods.observe("ns", pod("j-1", "t1", "Failed", ("tool-0", "tool-1")), "ADDED")
+        await asyncio.sleep(0)
+        early = list(pods.reads)
+        texts = [await pods.log("ns", "j", "j-1", c) for c in ("tool-1", "tool-0")]
+        return early, texts, pods.reads
+
+    early, texts, reads = asyncio.run(scenario())
+    assert early == ["j-1/tool-0", "j-1/tool-1"]
+    assert texts == ["log of j-1/tool-1", "log of j-1/tool-0"]  # each its own container's
+    assert reads == early
 
 
 def test_a_pod_first_seen_finished_by_the_watch_is_read_early() -> None:
@@ -114,7 +132,7 @@ def test_a_pod_first_seen_finished_by_the_watch_is_read_early() -> None:
         # The watch selects finished pods only: a pod arrives ADDED when it finishes.
         pods.observe("ns", pod("j-1", "t1", "Failed"), "ADDED")
         await asyncio.sleep(0)
-        assert await pods.log("ns", "j", "j-1") == "log of j-1"
+        assert await pods.log("ns", "j", "j-1") == "log of j-1/tool"
         return pods.reads
 
     assert asyncio.run(scenario()) == ["j-1"]
@@ -126,7 +144,7 @@ def test_a_pod_listed_finished_at_start_up_is_read_when_the_step_asks() -> None:
         pods.observe("ns", pod("j-1", "t1", "Succeeded"), None)  # listed at start-up
         await asyncio.sleep(0)
         assert pods.reads == []
-        assert await pods.log("ns", "j", "j-1") == "log of j-1"
+        assert await pods.log("ns", "j", "j-1") == "log of j-1/tool"
         return pods.reads
 
     assert asyncio.run(scenario()) == ["j-1"]

@@ -444,6 +444,10 @@ class ThreadEvent(Model):
     jobUID: str | None = Field(default=None, description="uid of the Job the result came from.")
     specDigest: str | None = Field(default=None, description="Digest of the tool spec that ran.")
     outputRef: str | None = Field(default=None, description="ConfigMap with the raw output.")
+    container: str | None = Field(
+        default=None,
+        description="The call's container in its Job, when the Job runs several calls.",
+    )
     inheritedFrom: str | None = Field(
         default=None,
         description="For an event a fork inherited: the run it happened in (not this one).",
@@ -478,7 +482,14 @@ class CurrentAction(Model):
 
 class BatchCall(CurrentAction):
     """One read call of a batch: prefetch calls, or several read calls in one model reply,
-    each its own Job, all running together."""
+    each its own Job, all running together; calls under the same ServiceAccount, image and
+    timeout share one Job, a container each."""
+
+    container: str | None = Field(
+        default=None,
+        description="Its container in the Job it shares with other calls of the batch "
+        "(jobRef); none for a Job of its own.",
+    )
 
     result: ThreadEvent | None = Field(
         default=None,

@@ -128,8 +128,8 @@ class Kube:
         ordered = sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return [p["metadata"]["name"] for p in ordered]
 
-    def pod_log(self, pod: str, namespace: str) -> str:
-        return self.kube.pod_log(self.api, namespace, pod, container="tool")
+    def pod_log(self, pod: str, namespace: str, container: str = "tool") -> str:
+        return self.kube.pod_log(self.api, namespace, pod, container=container)
 
     @classmethod
     def connect(cls, kubeconfig: str | None, context: str | None) -> Kube:
@@ -327,27 +327,35 @@ def cmd_answer(ctx: Context) -> int:
     return EXIT_OK
 
 
-def step_jobs(run: dict[str, Any], step: int | None) -> tuple[int | None, list[tuple[str, str]]]:
-    """The step asked for (default: the last one with a Job) and its (job, output) names."""
+def step_jobs(
+    run: dict[str, Any], step: int | None
+) -> tuple[int | None, list[tuple[str, str, str]]]:
+    """The step asked for (default: the last one with a Job) and its (job, container, output)
+    names; the container is "tool" but for a call grouped in a Job with others."""
     status = run.get("status") or {}
-    refs: list[tuple[int, str, str]] = []
+    refs: list[tuple[int, str, str, str]] = []
     for event in status.get("thread") or []:
         job = event.get("jobRef") if isinstance(event, dict) else None
         if job:
-            refs.append((int(event.get("step", 0)), job, event.get("outputRef") or ""))
+            container = str(event.get("container") or "")
+            refs.append((int(event.get("step", 0)), job, container, event.get("outputRef") or ""))
     current = status.get("currentAction")
     # A running read Job stays Ready in status (no write for its creation).
     if isinstance(current, dict) and current.get("state") in ("JobCreated", "Ready"):
-        refs.append((int(current.get("step", 0)), current["jobRef"], ""))
+        refs.append((int(current.get("step", 0)), current["jobRef"], "", ""))
+    for call in status.get("batch") or []:  # a batch still running
+        if isinstance(call, dict) and call.get("jobRef"):
+            refs.append((int(call.get("step", 0)), call["jobRef"], call.get("container") or "", ""))
     if step is None:
         if not refs:
             return None, []
-        step = max(s for s, _, _ in refs)
-    seen: dict[str, str] = {}
-    for s, job, out in refs:
+        step = max(s for s, _, _, _ in refs)
+    seen: dict[tuple[str, str], str] = {}
+    for s, job, container, out in refs:
         if s == step:
-            seen[job] = seen.get(job) or out or output_name(job)
-    return step, list(seen.items())
+            own = output_name(f"{job}-{container}" if container else job)
+            seen[(job, container)] = seen.get((job, container)) or out or own
+    return step, [(job, container or "tool", out) for (job, container), out in seen.items()]
 
 
 def _print_output(ctx: Context, data: dict[str, str]) -> bool:
@@ -396,20 +404,23 @@ def _logs_by_label(ctx: Context, step: int) -> bool:
     return found
 
 
-def _logs_of_jobs(ctx: Context, jobs: list[tuple[str, str]]) -> bool:
-    """Each Job's stored output, else its last pod's log. Whether any output was printed."""
+def _logs_of_jobs(ctx: Context, jobs: list[tuple[str, str, str]]) -> bool:
+    """Each call's stored output, else its container's log in its Job's last pod. Whether
+    any output was printed."""
     ns = ctx.namespace
     found = False
-    for job, out in jobs:
+    for job, container, out in jobs:
         if len(jobs) > 1:
-            ctx.print(f"==> job/{job} <==")
+            ctx.print(
+                f"==> job/{job} <==" if container == "tool" else f"==> job/{job} {container} <=="
+            )
         stored = ctx.kube.configmap_data(out, ns)
         if stored is not None and _print_output(ctx, stored):
             found = True
             continue
         pods = ctx.kube.pods(ns, f"job-name={job}")
         if pods:
-            ctx.print(ctx.kube.pod_log(pods[-1], ns), end="")
+            ctx.print(ctx.kube.pod_log(pods[-1], ns, container), end="")
             found = True
         else:
             ctx.note(f"job/{job}: neither configmap/{out} nor a pod of the Job is left")

@@ -176,6 +176,9 @@ class CreateJob:
     snapshot: ToolSnapshot
     preconditions: dict[str, Any] = field(default_factory=dict)
     batch: bool = False  # one of status.batch, not the current action
+    container: str | None = None  # the call's container in a grouped Job
+    # A grouped Job (named after its first call): one container per call, these.
+    group: tuple[CreateJob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -659,6 +662,7 @@ def job_action(current: CurrentAction, snap: ToolSnapshot, batch: bool = False) 
     """The Job of a call, run from the given (frozen) snapshot."""
     return CreateJob(
         batch=batch,
+        container=current.container if isinstance(current, BatchCall) else None,
         step=current.step,
         tool=current.tool,
         effect=current.effect,
@@ -845,6 +849,8 @@ def _outcome(st: _Step, current: CurrentAction, job: JobObservation) -> ThreadEv
         "jobUID": job.uid,
         "specDigest": current.snapshot.specDigest if current.snapshot else None,
     }
+    if isinstance(current, BatchCall) and current.container is not None:
+        refs["container"] = current.container
     kind = EventType.ERROR
     if job.phase is JobPhase.SUCCEEDED:
         kind, text = EventType.TOOL_RESULT, job.content or f"Tool {current.tool} gave no output."
@@ -939,11 +945,50 @@ def _batch_call(
     )
 
 
+def batch_key(call: BatchCall) -> str:
+    """The key of a batch call's observation: its Job, and its container in a grouped Job."""
+    return call.jobRef if call.container is None else f"{call.jobRef}/{call.container}"
+
+
+def _group(calls: list[BatchCall]) -> list[BatchCall]:
+    """Calls under the same ServiceAccount, image and timeout share one Job (the first one's
+    name), a container each: the same API rights as Jobs of their own, one pod instead of
+    several. A call alone in its group keeps its own Job of one container, as ever."""
+    groups: dict[tuple[str, str, int] | int, list[int]] = {}
+    for i, call in enumerate(calls):
+        snap = call.snapshot
+        key = (snap.serviceAccountName, snap.image, snap.timeoutSeconds) if snap else i
+        groups.setdefault(key, []).append(i)
+    out = list(calls)
+    for members in groups.values():
+        if len(members) > 1:
+            ref = calls[members[0]].jobRef
+            for n, i in enumerate(members):
+                out[i] = calls[i].model_copy(update={"jobRef": ref, "container": f"tool-{n}"})
+    return out
+
+
+def batch_jobs(calls: list[BatchCall]) -> list[CreateJob]:
+    """The Jobs of these batch calls, one per jobRef: a grouped Job carries its calls."""
+    by_job: dict[str, list[BatchCall]] = {}
+    for call in calls:
+        if call.snapshot is not None:
+            by_job.setdefault(call.jobRef, []).append(call)
+    out: list[CreateJob] = []
+    for members in by_job.values():
+        made = [job_action(c, c.snapshot, batch=True) for c in members if c.snapshot]
+        if members[0].container is None:
+            out += made
+        else:
+            out.append(replace(made[0], container=None, group=tuple(made)))
+    return out
+
+
 def _start_batch(st: _Step, calls: list[BatchCall]) -> None:
     """Recorded before any of its Jobs is created (write-ahead): after a crash each call is
     either done (its result kept), its Job found, or its Job created now; never twice."""
-    st.status.batch = calls
-    st.actions += [job_action(c, c.snapshot, batch=True) for c in calls if c.snapshot]
+    st.status.batch = _group(calls)
+    st.actions += batch_jobs(st.status.batch)
 
 
 def _advance_batch(st: _Step, limits: EffectiveLimits) -> None:
@@ -951,15 +996,17 @@ def _advance_batch(st: _Step, limits: EffectiveLimits) -> None:
     enter the thread in the order the calls were made."""
     status = st.status
     calls = list(status.batch)
+    missing: set[str] = set()
     for i, call in enumerate(calls):
-        job = st.obs.batch.get(call.jobRef)
+        job = st.obs.batch.get(batch_key(call))
         if call.result is not None or job is None or job.phase is JobPhase.RUNNING:
             continue
         if job.phase is JobPhase.NOT_FOUND and not job.existed:
-            if call.snapshot is not None:  # not created yet, or lost in a crash before it was
-                st.actions.append(job_action(call, call.snapshot, batch=True))
+            missing.add(call.jobRef)  # not created yet, or lost in a crash before it was
             continue
         calls[i] = call.model_copy(update={"result": _outcome(st, call, job)})
+    # A grouped Job is made again whole, once, exactly as first built.
+    st.actions += batch_jobs([c for c in calls if c.jobRef in missing])
     status.batch = calls
     results = [c.result for c in calls]
     if any(r is None for r in results):
@@ -1015,7 +1062,8 @@ def _finish(
     stop = _job_to_stop(status.currentAction, job)
     if stop is not None:
         actions.append(DeleteJob(name=stop))
-    actions += [DeleteJob(name=c.jobRef) for c in status.batch if c.result is None]
+    open_ = dict.fromkeys(c.jobRef for c in status.batch if c.result is None)
+    actions += [DeleteJob(name=job) for job in open_]
     status.batch = []
     status.currentAction = None
     status.pendingAction = None

@@ -97,7 +97,11 @@ def running_jobs(created: list[CreateJob]) -> dict[str, Any]:
     produced: dict[str, Any] = {}
     for action in created:
         seen = JobObservation(name=action.name, phase=JobPhase.RUNNING)
-        if action.batch:
+        if action.group:  # a grouped Job: each call's container is running
+            for call in action.group:
+                key = f"{action.name}/{call.container}"
+                produced.setdefault("batch", {})[key] = replace(seen, name=key)
+        elif action.batch:
             produced.setdefault("batch", {})[action.name] = seen
         else:
             produced["job"] = seen
@@ -240,7 +244,8 @@ class Executor:
 
     def job_creator(self, run: AgentRun, action: CreateJob) -> Callable[[], None]:
         """The Job's creation, as a call for a worker thread (see persist.write_status)."""
-        parent = self.trace.tool_parent(run, action.name) if self.trace else None
+        trace = self.trace
+        parent = None if trace is None else (lambda part: trace.tool_parent(run, part))
         manifest = jobs.manifest_for(run, action, parent)
         namespace = run.metadata["namespace"]
 
@@ -251,13 +256,14 @@ class Executor:
                 self.ledger.verified(namespace, action.name, str(made["metadata"]["uid"]))
             else:  # it existed: ours from before a restart, or not ours; looked at next step
                 self.ledger.found_existing(namespace, action.name)
+            calls = action.group or (action,)
             log.info(
-                "%s Job %s/%s for step %d (%s)",
+                "%s Job %s/%s for step %s (%s)",
                 "Created" if made is not None else "Found existing",
                 namespace,
                 action.name,
-                action.step,
-                action.tool,
+                ", ".join(str(c.step) for c in calls),
+                ", ".join(c.tool for c in calls),
             )
 
         return create

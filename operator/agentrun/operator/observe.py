@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client as k8s
 
-from agentrun.api import ActionState, AgentRun, AgentSpec, CurrentAction, Effect, PromptRef
+from agentrun.api import (
+    ActionState,
+    AgentRun,
+    AgentSpec,
+    BatchCall,
+    CurrentAction,
+    Effect,
+    PromptRef,
+)
 from agentrun.api.naming import MCP_PREFIX, parse_mcp_ref
 from agentrun.engine import config as engine_config
 from agentrun.engine import mcp
@@ -24,6 +32,8 @@ from agentrun.engine.core import (
     ConfigError,
     JobObservation,
     JobPhase,
+    batch_jobs,
+    batch_key,
     job_action,
     parse_time,
 )
@@ -190,39 +200,53 @@ class Observer:
         current = run.status.currentAction
         if current is None or current.state is ActionState.AWAITING_APPROVAL:
             return JobSeen(None)
-        return await self._observe(run, current, hint, seen)
+        return (await self._observe(run, [current], hint, seen))[0]
 
     async def batch(
         self, run: AgentRun, hint: dict[str, Any] | None, seen: set[str]
     ) -> list[JobSeen]:
-        """The Jobs of the run's batch still without a result, observed together."""
-        open_ = [c for c in run.status.batch if c.result is None]
-        found = await asyncio.gather(*(self._observe(run, c, hint, seen) for c in open_))
-        return list(found)
+        """The Jobs of the run's batch still without a result, observed together; a grouped
+        Job once, for each of its calls (by batch_key)."""
+        groups: dict[str, list[BatchCall]] = {}
+        for call in run.status.batch:
+            groups.setdefault(call.jobRef, []).append(call)
+        open_ = [g for g in groups.values() if any(c.result is None for c in g)]
+        found = await asyncio.gather(*(self._observe(run, g, hint, seen) for g in open_))
+        return [s for group in found for s in group]
 
     async def _observe(
-        self, run: AgentRun, current: CurrentAction, hint: dict[str, Any] | None, seen: set[str]
-    ) -> JobSeen:
-        namespace, name = run.metadata["namespace"], current.jobRef
+        self,
+        run: AgentRun,
+        calls: Sequence[CurrentAction],
+        hint: dict[str, Any] | None,
+        seen: set[str],
+    ) -> list[JobSeen]:
+        """One Job, for the calls it runs (one, or a grouped Job's)."""
+        namespace, name = run.metadata["namespace"], calls[0].jobRef
+        keys = [_key(c) for c in calls]
         known = self.ledger.uid(namespace, name)
-        manifest = self.manifest(run, current)
+        manifest = self.manifest(run, calls)
         job = await self._current_job(namespace, name, hint, known, manifest)
         if job is None:
             existed = name in seen
-            return JobSeen(JobObservation(name=name, phase=JobPhase.NOT_FOUND, existed=existed))
+            return [
+                JobSeen(JobObservation(name=k, phase=JobPhase.NOT_FOUND, existed=existed))
+                for k in keys
+            ]
         uid = str(job["metadata"].get("uid") or "")
         if known is not None and uid != known:
-            return self._forged(run, name, f"Job {name} was replaced (uid {uid}, ours was {known})")
+            why = f"Job {name} was replaced (uid {uid}, ours was {known})"
+            return self._forged(run, name, keys, why)
         if known is None and manifest is not None:
             differs = jobs.job_mismatch(job, manifest)
             if differs is not None:
-                return self._forged(run, name, differs)
+                return self._forged(run, name, keys, differs)
             self.ledger.verified(namespace, name, uid)
         seen.add(name)
         self.ledger.exists(namespace, run.metadata["name"], name)
         if not jobs.job_finished(job):
-            return JobSeen(JobObservation(name=name, phase=JobPhase.RUNNING))
-        return await self._job_result(run, current, job, uid)
+            return [JobSeen(JobObservation(name=k, phase=JobPhase.RUNNING)) for k in keys]
+        return await self._job_result(run, calls, job, uid)
 
     async def _current_job(
         self,
@@ -254,18 +278,34 @@ class Observer:
         return found
 
     async def _job_result(
-        self, run: AgentRun, current: CurrentAction, job: dict[str, Any], uid: str
-    ) -> JobSeen:
-        """What a finished Job of ours returned, read from its own pod's log."""
-        namespace = run.metadata["namespace"]
-        pod = await self.pods.finished_pod(namespace, current.jobRef)
+        self, run: AgentRun, calls: Sequence[CurrentAction], job: dict[str, Any], uid: str
+    ) -> list[JobSeen]:
+        """What a finished Job of ours returned, read from its own pod: each call's outcome
+        from its own container's state and log."""
+        namespace, name = run.metadata["namespace"], calls[0].jobRef
+        pod = await self.pods.finished_pod(namespace, name)
         if pod is not None and "spec" in job:
             alien = jobs.pod_mismatch(pod, job)
             if alien is not None:
-                return self._forged(run, current.jobRef, alien)
+                return self._forged(run, name, [_key(c) for c in calls], alien)
+        found = await asyncio.gather(*(self._call_result(run, c, job, pod, uid) for c in calls))
+        return list(found)
+
+    async def _call_result(
+        self,
+        run: AgentRun,
+        current: CurrentAction,
+        job: dict[str, Any],
+        pod: dict[str, Any] | None,
+        uid: str,
+    ) -> JobSeen:
+        namespace = run.metadata["namespace"]
+        container = _container(current)
         text: str | None = None
         if pod is not None:
-            text = await self.pods.log(namespace, current.jobRef, pod["metadata"]["name"])
+            text = await self.pods.log(
+                namespace, current.jobRef, pod["metadata"]["name"], container or jobs.CONTAINER
+            )
         if text:
             # Custom tools and crash logs bypass the tool runner's own masking. In a worker
             # thread: up to a MiB of text, and the event loop also answers the webhook.
@@ -273,9 +313,10 @@ class Observer:
         output = self._output(run, current, text)
         ref = None if output is None else output["metadata"]["name"]
         stored = 0 if output is None else sum(len(v.encode()) for v in output["data"].values())
-        observed = jobs.job_observation(job, pod, text, ref)
+        observed = jobs.job_observation(job, pod, text, ref, container=container)
         observed = replace(
             observed,
+            name=_key(current),
             content=redact(observed.content),
             message=redact(observed.message),
             uid=uid,
@@ -310,18 +351,31 @@ class Observer:
             job_name=current.jobRef,
             raw=text,
             limit=min(self.settings.output_limit_bytes, budget - spent),
+            container=_container(current),
         )
 
-    def _forged(self, run: AgentRun, job: str, why: str) -> JobSeen:
+    def _forged(self, run: AgentRun, job: str, keys: list[str], why: str) -> list[JobSeen]:
         log.warning("Refused the result of %s/%s: %s", run.metadata["namespace"], job, why)
-        return JobSeen(jobs.forged(job, why))
+        return [JobSeen(jobs.forged(k, why)) for k in keys]
 
     @staticmethod
-    def manifest(run: AgentRun, current: CurrentAction) -> dict[str, Any] | None:
-        """The Job the operator builds for the current action (None before snapshots)."""
-        if current.snapshot is None:
+    def manifest(run: AgentRun, calls: Sequence[CurrentAction]) -> dict[str, Any] | None:
+        """The Job the operator builds for these calls (None before snapshots): the current
+        action's, or one Job of the batch (a grouped Job's, from all of its calls)."""
+        if calls[0].snapshot is None:
             return None
-        return jobs.manifest_for(run, job_action(current, current.snapshot))
+        if isinstance(calls[0], BatchCall):
+            made = batch_jobs([c for c in calls if isinstance(c, BatchCall)])
+            return jobs.manifest_for(run, made[0]) if made else None
+        return jobs.manifest_for(run, job_action(calls[0], calls[0].snapshot))
+
+
+def _container(call: CurrentAction) -> str | None:
+    return call.container if isinstance(call, BatchCall) else None
+
+
+def _key(call: CurrentAction) -> str:
+    return batch_key(call) if isinstance(call, BatchCall) else call.jobRef
 
 
 def _observe_duration(tool: str, job: dict[str, Any], observed: JobObservation) -> None:

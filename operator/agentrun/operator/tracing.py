@@ -61,9 +61,10 @@ class RunTracer:
             run.status.traceID = trace_id(str(uid))
 
     @staticmethod
-    def tool_parent(run: AgentRun, job: str) -> str:
-        """TRACEPARENT for a tool Job's pod: its execute_tool span."""
-        return traceparent(str(run.metadata["uid"]), job)
+    def tool_parent(run: AgentRun, part: str) -> str:
+        """TRACEPARENT for a tool call's container: its execute_tool span (part: its Job's
+        name, or a grouped call's f"{job}/{container}")."""
+        return traceparent(str(run.metadata["uid"]), part)
 
     def chat(
         self,
@@ -197,12 +198,15 @@ def transition_spans(
 
 
 def _key(event: ThreadEvent) -> tuple[Any, ...]:
-    return (event.step, event.type, event.time, event.jobRef, event.tool)
+    return (event.step, event.type, event.time, event.jobRef, event.container, event.tool)
 
 
 def _tool_span(run: AgentRun, result: ThreadEvent, content: bool) -> Span:
     trace, parent = _ids(run)
     job = result.jobRef or ""
+    # A call grouped in a Job with others: its span is its container's (the TRACEPARENT the
+    # container got), not the Job's.
+    part = f"{job}/{result.container}" if result.container else job
     call = next(
         (e for e in run.status.thread if e.type is EventType.TOOL_CALL and e.jobRef == job), None
     )
@@ -221,7 +225,7 @@ def _tool_span(run: AgentRun, result: ThreadEvent, content: bool) -> Span:
     attrs: dict[str, Attr] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": tool,
-        "gen_ai.tool.call.id": job,
+        "gen_ai.tool.call.id": part,
         "gen_ai.tool.type": "function",
         "agentrun.job.name": job,
         "agentrun.step": result.step,
@@ -242,7 +246,7 @@ def _tool_span(run: AgentRun, result: ThreadEvent, content: bool) -> Span:
         name=f"execute_tool {tool}",
         trace_id=trace,
         parent=parent,
-        span_id=span_id(str(run.metadata.get("uid", "")), job),
+        span_id=span_id(str(run.metadata.get("uid", "")), part),
         start=parse_time(started.time) if started else end,
         end=end,
         attributes=attrs,
