@@ -58,6 +58,7 @@ from agentrun.engine.core import (
     RemoveAnnotations,
     ToolCall,
     ToolCalls,
+    batch_key,
     decide,
 )
 from agentrun.llm import context, toolcall
@@ -279,9 +280,11 @@ def job_result(case: Case, run: AgentRun, job: CreateJob, missing: list[str]) ->
         )
     # As the operator does: a raw-output ConfigMap only for a log longer than the thread keeps.
     line = json.dumps(envelope.to_dict(), ensure_ascii=False, default=str)
-    ref = output_name(job.name) if len(line) + 1 > COMPACT_LIMIT else None
+    own = f"{job.name}-{job.container}" if job.container else job.name  # a grouped call's
+    ref = output_name(own) if len(line) + 1 > COMPACT_LIMIT else None
     content = compact_result(envelope, output_ref=ref)
-    return JobObservation(job.name, JobPhase.SUCCEEDED, "Complete", "", envelope.ok, content, ref)
+    key = f"{job.name}/{job.container}" if job.container else job.name
+    return JobObservation(key, JobPhase.SUCCEEDED, "Complete", "", envelope.ok, content, ref)
 
 
 # ---------------------------------------------------------------- driving a run
@@ -338,7 +341,7 @@ async def drive(
         if cur is not None and cur.state is not ActionState.AWAITING_APPROVAL:
             job = jobs.get(cur.jobRef, JobObservation(cur.jobRef, JobPhase.NOT_FOUND))
         batch = {
-            c.jobRef: jobs.get(c.jobRef, JobObservation(c.jobRef, JobPhase.NOT_FOUND))
+            batch_key(c): jobs.get(batch_key(c), JobObservation(batch_key(c), JobPhase.NOT_FOUND))
             for c in run.status.batch
             if c.result is None
         }
@@ -372,8 +375,9 @@ async def drive(
                         )
                 moved = True
             elif isinstance(action, CreateJob):
-                if action.name not in jobs:
-                    jobs[action.name] = job_result(case, run, action, out.missing)
+                for call in action.group or (action,):  # a grouped Job: each its container
+                    seen = job_result(case, run, call, out.missing)
+                    jobs.setdefault(seen.name, seen)
                 moved = True
             elif isinstance(action, RemoveAnnotations):
                 run = _remove(run, action.keys)
