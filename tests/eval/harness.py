@@ -375,8 +375,8 @@ async def drive(
                         )
                 moved = True
             elif isinstance(action, CreateJob):
-                for call in action.group or (action,):  # a grouped Job: each its container
-                    seen = job_result(case, run, call, out.missing)
+                for one in action.group or (action,):  # a grouped Job: each its container
+                    seen = job_result(case, run, one, out.missing)
                     jobs.setdefault(seen.name, seen)
                 moved = True
             elif isinstance(action, RemoveAnnotations):

@@ -6,6 +6,7 @@ integration test sends to one over OTLP/HTTP)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from agentrun.api import (
     Condition,
     ConditionStatus,
     Decision,
+    Effect,
     EventType,
     PendingAction,
     Phase,
@@ -26,7 +28,7 @@ from agentrun.api import (
     Usage,
 )
 from agentrun.api.naming import span_id, trace_id, traceparent
-from agentrun.engine.core import ModelReply, ToolCall, parse_time
+from agentrun.engine.core import CreateJob, ModelReply, ToolCall, parse_time
 from agentrun.operator import jobs
 from agentrun.operator.tracing import RUN_SPAN, RunTracer, transition_spans
 from agentrun.otel import build, setup, why_off
@@ -334,3 +336,34 @@ def test_the_traceparent_is_not_part_of_what_a_job_runs() -> None:
     assert jobs.job_mismatch(plain, traced) is None
     env.append({"name": "EXTRA", "value": "x"})
     assert jobs.job_mismatch(traced, plain) is not None
+
+
+def test_calls_grouped_in_one_job_each_end_a_span_of_their_own_container() -> None:
+    grouped = [
+        ev(s, EventType.TOOL_RESULT, "2025-01-02T03:00:07Z", tool="k8s-get", jobRef="r1-s1-abc",
+           container=f"tool-{s - 1}")
+        for s in (1, 2)
+    ]  # fmt: skip
+    run = make_run(AgentRunStatus(phase=Phase.RUNNING, step=2, thread=grouped))
+    spans = list(transition_spans(run, AgentRunStatus(phase=Phase.RUNNING, step=2)))
+    # Each the span its container's TRACEPARENT names, never one id for two calls.
+    assert [s.span_id for s in spans] == [
+        span_id(UID, "r1-s1-abc/tool-0"),
+        span_id(UID, "r1-s1-abc/tool-1"),
+    ]
+    assert [s.attributes["agentrun.job.name"] for s in spans] == ["r1-s1-abc"] * 2
+    parents = {"r1-s1-abc/tool-0": "p0", "r1-s1-abc/tool-1": "p1"}
+    action = CreateJob(
+        step=1, tool="k8s-get", effect=Effect.READ, arguments={}, name="r1-s1-abc",
+        actionHash="h", snapshot=CONFIG.snapshots["k8s-get"], batch=True,
+    )  # fmt: skip
+    group = replace(
+        action,
+        group=(replace(action, container="tool-0"), replace(action, step=2, container="tool-1")),
+    )
+    manifest = jobs.manifest_for(run, group, parents.__getitem__)
+    envs = [c["env"] for c in manifest["spec"]["template"]["spec"]["containers"]]
+    assert [[e["value"] for e in env if e["name"] == "TRACEPARENT"] for env in envs] == [
+        ["p0"],
+        ["p1"],
+    ]
