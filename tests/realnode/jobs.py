@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from agentrun.api import Effect, ToolSnapshot
-from agentrun.operator.jobs import build_job
+from agentrun.operator.jobs import GroupCall, build_group_job, build_job
 from tests.cluster import LocalCluster
 from tests.cluster.kube import ApiError, KubeClient
 
@@ -58,11 +58,29 @@ def job_manifest(
     return job
 
 
+def group_manifest(
+    namespace: str, name: str, calls: list[tuple[ToolSnapshot, str]]
+) -> dict[str, Any]:
+    """A grouped Job as the operator builds it: a container per (snapshot, argument)."""
+    job = build_group_job(
+        run_name=name,
+        run_namespace=namespace,
+        run_uid="00000000-0000-0000-0000-000000000000",
+        job_name=name,
+        calls=[
+            GroupCall(f"tool-{i}", 1 + i, "probe", snapshot, {"arg": arg}, "test")
+            for i, (snapshot, arg) in enumerate(calls)
+        ],
+    )
+    job["metadata"].pop("ownerReferences", None)  # no AgentRun here (see job_manifest)
+    return job
+
+
 def run_job(
     cluster: LocalCluster, job: dict[str, Any], timeout: float = 120
 ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Create the Job, wait until it is Complete or Failed; (job, its pod, the pod's log
-    read with ``kubectl logs``)."""
+    read with ``kubectl logs``; of a grouped Job, its containers' logs joined by NUL)."""
     ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
     cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
     api = KubeClient.from_kubeconfig(cluster.kubeconfig)
@@ -78,6 +96,13 @@ def run_job(
         time.sleep(0.2)
     pods = api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"job-name={name}")["items"]
     assert len(pods) == 1, pods
+    containers = job["spec"]["template"]["spec"]["containers"]
+    if len(containers) > 1:  # a grouped Job: each container's log, one after the other
+        logs = [
+            cluster.kubectl("logs", "-n", ns, f"job/{name}", "-c", c["name"], check=False).stdout
+            for c in containers
+        ]
+        return current, pods[0], "\0".join(logs)
     log = cluster.kubectl("logs", "-n", ns, f"job/{name}", check=False).stdout
     return current, pods[0], log
 

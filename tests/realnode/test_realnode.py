@@ -14,7 +14,7 @@ from agentrun.engine.core import JobPhase
 from agentrun.operator.jobs import TOOL_UID, job_observation, parse_envelope
 from tests.cluster import LocalCluster
 from tests.cluster.realnode import RealNode
-from tests.realnode.jobs import job_manifest, run_job, tool
+from tests.realnode.jobs import group_manifest, job_manifest, run_job, tool
 
 READER_RBAC = """
 apiVersion: v1
@@ -130,3 +130,50 @@ def test_pod_traffic_never_leaves_the_node(
     assert pod["status"]["phase"] == "Succeeded", log
     assert "10.0.0.1 reached" in log  # the kubernetes Service (positive control)
     assert f"{realnode.host_ip} blocked" in log
+
+
+GROUPED_PROBE = """
+echo "uid=$(id -u) gid=$(id -g)"
+touch /probe 2>&1 || true
+echo mine > /tmp/mine && echo "tmp writable"
+sleep 3
+ls /tmp | tr '\\n' ' '; echo "<- tmp"
+ls /proc | grep -c '^[0-9]' | sed 's/^/pids: /'
+grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status
+"""
+
+
+def test_a_grouped_job_runs_each_call_in_its_own_container_and_an_oom_is_its_own(
+    realnode: RealNode, real_cluster: LocalCluster, real_namespace: str
+) -> None:
+    probe = tool(realnode.image, ["sh", "-c", GROUPED_PROBE])
+    hog = "import time; time.sleep(1); x = bytearray(256 * 1024 * 1024); print('allocated')"
+    hogging = tool(realnode.image, ["python3", "-c", hog], memory="64Mi")
+    job = group_manifest(real_namespace, "grouped", [(probe, "a"), (hogging, "b"), (probe, "c")])
+
+    finished, pod, logs = run_job(real_cluster, job)
+    first, oom, third = logs.split("\0")
+
+    # The pod failed (one container did), but each call has the outcome of its own container.
+    assert pod["status"]["phase"] == "Failed"
+    seen = [
+        job_observation(finished, pod, log, None, container=f"tool-{i}")
+        for i, log in enumerate((first, oom, third))
+    ]
+    assert [s.phase for s in seen] == [JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.SUCCEEDED]
+    assert seen[1].reason == "OOMKilled" and "exit code 137" in seen[1].message
+    assert "allocated" not in oom
+    for log in (first, third):
+        # Each container under the tool's own security context, with a /tmp of its own.
+        assert f"uid={TOOL_UID} gid={TOOL_UID}" in log
+        assert "Read-only file system" in log and "tmp writable" in log
+        assert "mine <- tmp" in log  # only its own file: no /tmp is shared
+        fields = dict(line.split(":\t", 1) for line in log.splitlines() if ":\t" in line)
+        assert (fields["CapEff"], fields["NoNewPrivs"], fields["Seccomp"]) == (
+            "0000000000000000",
+            "1",
+            "2",
+        )
+        # No shared process namespace: only its own shell and its children are visible.
+        pids = int(next(line for line in log.splitlines() if line.startswith("pids: "))[6:])
+        assert pids < 6, log
