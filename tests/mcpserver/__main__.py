@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 
 HUGE_BYTES = 5 * 1024 * 1024
@@ -65,6 +66,9 @@ def main() -> None:
     p.add_argument("transport", choices=["stdio", "http"])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--mode", default="ok")
+    # A Host (HOST:PORT) to accept besides loopback's, e.g. the real node's address a
+    # forwarder brings pods in on; the SDK refuses any other Host (DNS rebinding protection).
+    p.add_argument("--allow-host", action="append", default=[])
     args = p.parse_args()
     if args.transport == "stdio" and args.mode == "hang":
         time.sleep(3600)  # never reads its stdin: not even initialize is answered
@@ -80,7 +84,17 @@ def main() -> None:
     if args.transport == "stdio":
         server.run("stdio")
     else:
-        server.run("streamable-http", host="127.0.0.1", port=args.port, stateless_http=True)
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", *args.allow_host],
+        )
+        server.run(
+            "streamable-http",
+            host="127.0.0.1",
+            port=args.port,
+            stateless_http=True,
+            transport_security=security,
+        )
 
 
 if __name__ == "__main__":

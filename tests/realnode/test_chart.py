@@ -1,16 +1,20 @@
 """charts/agentrun installed with the image `make image` built, on the real node: the
 operator runs as a container under its ServiceAccount, the apiserver reaches its approval
 webhook through the chart's Service (no `webhook.url`), and an AgentRun runs end to end:
-a read tool Job and an approved write Job run `agentrun-tool` inside the image under the
-Job's full securityContext. A tool writing to its read-only root filesystem fails clearly,
-one over its memory limit is OOM-killed and the run says so, and the operator pod deleted
-while the run waits for approval is replaced by its Deployment and the run finishes.
-Tier: real node (tests/integration/test_chart.py is the same
-install on the stand-in, with `webhook.url` and the operator as a local process)."""
+a read tool Job, a read of the MCP server the chart declares (mcp.servers, a Streamable
+HTTP server on the host under mcp.allowedURLs: the image's MCP client in the Job) and an
+approved write Job run `agentrun-tool` inside the image under the Job's full
+securityContext. A tool writing to its read-only root filesystem fails clearly, one over its
+memory limit is OOM-killed and the run says so, and the operator pod deleted while the run
+waits for approval is replaced by its Deployment and the run finishes.
+Tier: real node (tests/integration/test_chart.py is the same install on the stand-in, with
+`webhook.url` and the operator as a local process)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +22,7 @@ from typing import Any
 import pytest
 
 from agentrun.operator.jobs import TOOL_UID
-from tests.chart.helm import CHART, helm
+from tests.chart.helm import CHART, ROOT, helm
 from tests.cluster import LocalCluster
 from tests.cluster.realnode import RealNode
 from tests.integration.spine import READ, done
@@ -35,6 +39,27 @@ def model(realnode: RealNode) -> Iterator[tuple[ScriptedModelServer, str]]:
         yield server, f"http://{realnode.expose(port)}/v1"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def mcp_url(realnode: RealNode) -> Iterator[str]:
+    """The tests' Streamable HTTP MCP server (echo, add, wipe) on the host's loopback, and its
+    URL as pods reach it."""
+    port = stack.free_port()
+    address = f"{realnode.node_ip}:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.mcpserver", "http", "--port", str(port),
+         "--allow-host", address],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert realnode.expose(port) == address
+        yield f"http://{address}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _fault_tool(name: str, command: list[str], memory: str = "256Mi") -> dict[str, Any]:
@@ -68,7 +93,10 @@ def _get(cluster: LocalCluster, *args: str) -> dict[str, Any]:
 
 
 def test_chart_operator_runs_an_agentrun_in_containers(
-    realnode: RealNode, real_cluster: LocalCluster, model: tuple[ScriptedModelServer, str]
+    realnode: RealNode,
+    real_cluster: LocalCluster,
+    model: tuple[ScriptedModelServer, str],
+    mcp_url: str,
 ) -> None:
     cluster = real_cluster
     server, model_url = model
@@ -88,6 +116,10 @@ def test_chart_operator_runs_an_agentrun_in_containers(
             "--set-json", f'operator.watchNamespaces=["{ns}"]',
             "--set-json", f'toolNamespaces=["{ns}"]',
             "--set-json", f'model.allowedURLs=["http://{realnode.node_ip}:*"]',
+            "--set-json", f'mcp.allowedURLs=["{mcp_url.rsplit("/", 1)[0]}/"]',
+            "--set-json", "mcp.servers=" + json.dumps(
+                {"web": {"streamableHttp": {"url": mcp_url}, "readTools": ["add"]}}
+            ),
             kubeconfig=cluster.kubeconfig,
         )  # fmt: skip
         hook = _get(cluster, "validatingwebhookconfiguration", fullname)["webhooks"][0]
@@ -122,8 +154,11 @@ def test_chart_operator_runs_an_agentrun_in_containers(
             {"tool": "write-root", "arguments": {}},
             {"tool": "memory-hog", "arguments": {}},
         ]
-        server.set_scripts({name: [READ, *faults, write, done("web restarted in containers.")]})
-        tools = ["k8s-get", "write-root", "memory-hog", "rollout-restart"]
+        add = {"tool": "mcp__web__add", "arguments": {"a": 40, "b": 2}}
+        server.set_scripts(
+            {name: [READ, *faults, add, write, done("web restarted in containers.")]}
+        )
+        tools = ["k8s-get", "write-root", "memory-hog", "mcp:web/add", "rollout-restart"]
         stack.apply(
             cluster,
             [
@@ -154,10 +189,11 @@ def test_chart_operator_runs_an_agentrun_in_containers(
         results = {
             e["step"]: json.dumps(e)
             for e in waiting["thread"]
-            if e["type"] in ("ToolResult", "Error") and e["step"] in (2, 3)
+            if e["type"] in ("ToolResult", "Error") and e["step"] in (2, 3, 4)
         }
         assert "Read-only file system" in results[2], results
         assert "OOMKilled" in results[3] and "137" in results[3], results
+        assert "42" in results[4] and '"Error"' not in results[4], results  # 40 + 2, from MCP
 
         # the operator pod dies while the run waits: its Deployment replaces it
         old = pod["metadata"]["name"]
@@ -197,7 +233,7 @@ def test_chart_operator_runs_an_agentrun_in_containers(
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
         assert status["approvals"][0]["approver"] == "alice"  # stamped by the webhook
         jobs = _get(cluster, "jobs", "-n", ns, "-l", "agentrun.dev/run=run")["items"]
-        assert len(jobs) == 4
+        assert len(jobs) == 5
         phases = {}
         for job in jobs:
             pods = _get(cluster, "pods", "-n", ns, "-l", f"job-name={job['metadata']['name']}")
@@ -210,6 +246,7 @@ def test_chart_operator_runs_an_agentrun_in_containers(
             "k8s-get": "Succeeded",
             "write-root": "Failed",
             "memory-hog": "Failed",
+            "mcp__web__add": "Succeeded",
             "rollout-restart": "Succeeded",
         }
         web = _get(cluster, "deployment", "web", "-n", ns)
