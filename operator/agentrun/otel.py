@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CONTENT_LIMIT = 4096  # characters of one content attribute, after redaction
 
 Attr = str | bool | int | float | Sequence[str]
+_TRACES_TIMEOUT = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,51 @@ def why_off(env: Mapping[str, str]) -> str | None:
     return None
 
 
+# The exporter's settings a tool pod gets from the operator (RunTracer.tool_env). Not the
+# headers (often a token: a Job's env is readable by whoever reads Jobs, and by tools that
+# list them) nor certificate files (not mounted in the pod): a collector that needs either
+# gets no spans from inside tools.
+_POD_ENV = re.compile(
+    r"OTEL_EXPORTER_OTLP_(TRACES_)?(ENDPOINT|PROTOCOL|TIMEOUT|COMPRESSION)"
+    r"|OTEL_RESOURCE_ATTRIBUTES|" + CAPTURE_CONTENT_ENV
+)
+TOOL_SERVICE = "agentrun-tool"
+
+
+def pod_env(env: Mapping[str, str]) -> dict[str, str]:
+    """What a tool's pod needs to send its own span where the operator sends its spans."""
+    out = {k: v for k, v in sorted(env.items()) if _POD_ENV.fullmatch(k) and v}
+    return {**out, "OTEL_SERVICE_NAME": TOOL_SERVICE} if out else {}
+
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """(trace id, span id) of a W3C traceparent (version 00); None when it is not one."""
+    m = _TRACEPARENT.fullmatch((value or "").strip().lower())
+    if m is None or set(m.group(1)) == {"0"} or set(m.group(2)) == {"0"}:
+        return None
+    return m.group(1), m.group(2)
+
+
+def new_trace_id() -> str:
+    return os.urandom(16).hex()
+
+
 def capture_content(env: Mapping[str, str]) -> bool:
     return env.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
 
 
-def setup(service: str, env: Mapping[str, str] | None = None) -> Tracer | None:
-    """The tracer the environment asks for, or None (nothing imported, nothing exported)."""
+def setup(
+    service: str,
+    env: Mapping[str, str] | None = None,
+    batch: bool = True,
+    timeout: float | None = None,
+) -> Tracer | None:
+    """The tracer the environment asks for, or None (nothing imported, nothing exported).
+    `batch=False` sends each span as it ends (a short-lived process); `timeout` (seconds)
+    bounds an export when the environment does not."""
     env = os.environ if env is None else env
     off = why_off(env)
     if off is not None:
@@ -100,12 +141,14 @@ def setup(service: str, env: Mapping[str, str] | None = None) -> Tracer | None:
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* itself
+        # It reads OTEL_EXPORTER_OTLP_* itself.
+        timed = any(k in env for k in ("OTEL_EXPORTER_OTLP_TIMEOUT", _TRACES_TIMEOUT))
+        exporter = OTLPSpanExporter(timeout=None if timed else timeout)
     # OTEL_SERVICE_NAME or service.name in OTEL_RESOURCE_ATTRIBUTES wins over the default.
     named = bool(env.get("OTEL_SERVICE_NAME")) or "service.name=" in env.get(
         "OTEL_RESOURCE_ATTRIBUTES", ""
     )
-    tracer = build(None if named else service, exporter, capture_content(env))
+    tracer = build(None if named else service, exporter, capture_content(env), batch)
     log.info("Tracing on: spans of %s exported over OTLP/HTTP", service)
     return tracer
 

@@ -418,18 +418,21 @@ def test_otel_is_off_by_default_and_on_sets_the_standard_variables_and_egress() 
         assert values["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] == "true"
         assert values["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=prod"
     policies = {p["metadata"]["name"]: p for p in by_kind(on, "NetworkPolicy")}
-    for name in ("agentrun", "agentrun-receiver"):
+    # The tool pods too: a tool's own span goes to the collector (the tool Job gets the
+    # operator's exporter settings).
+    for name in ("agentrun", "agentrun-receiver", "agentrun-tools"):
         ports = [
             p["port"] for rule in policies[name]["spec"]["egress"] for p in rule.get("ports") or []
         ]
         assert 4318 in ports, name
-    assert 4318 not in [
-        p["port"]
-        for rule in {x["metadata"]["name"]: x for x in by_kind(docs, "NetworkPolicy")}["agentrun"][
-            "spec"
-        ]["egress"]
-        for p in rule.get("ports") or []
-    ]
+    off = {
+        x["metadata"]["name"]: x
+        for x in by_kind(render(sets=["toolNamespaces={prod}"]), "NetworkPolicy")
+    }
+    for name in ("agentrun", "agentrun-tools"):
+        assert 4318 not in [
+            p["port"] for rule in off[name]["spec"]["egress"] for p in rule.get("ports") or []
+        ], name
 
 
 def test_otel_enabled_without_an_endpoint_fails_the_install() -> None:

@@ -252,6 +252,16 @@ def test_full_network_policies() -> None:
             ],
             [("TCP", 9090)],
         ),
+        (
+            [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                    }
+                }
+            ],
+            [("TCP", 4318)],
+        ),  # otel.egress: a tool's own span goes to the trace collector
     ]
     operator = one(policies, "NetworkPolicy", "agentrun-full")["spec"]
     assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"

@@ -1,17 +1,22 @@
 """A run's trace, end to end: the real operator with the real OpenTelemetry SDK and OTLP/HTTP
 exporter, on the real control plane, sending to an OTLP/HTTP receiver (tests/support/otlp.py
-says why not a collector binary). The run reads, waits for an approval while its operator is
-killed, and writes under a new operator: still one trace, with every span under the run's."""
+says why not a collector binary). The alert receiver creates the run (its request span links
+to the run's trace); the run reads, waits for an approval while its operator is killed, and
+writes under a new operator: still one trace, with every span under the run's, and each
+tool's own span (sent by agentrun-tool in the Job's pod) under its execute_tool span."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from agentrun.api.naming import span_id, trace_id
 from tests.integration.spine import READ, Spine, done
+from tests.support.alerting import ReceiverThread
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.stack import OperatorProcess
 
@@ -35,8 +40,30 @@ def _wait_spans(collector: OtlpReceiver, names: list[str], timeout: float = 30) 
     raise AssertionError(f"spans {names} not all received: {[s.name for s in collector.spans]}")
 
 
+def _create_through_the_receiver(spine: Spine) -> ReceiverThread:
+    """The run, made by the receiver's /runs (tracing on from the same variables)."""
+    recv = ReceiverThread(
+        {
+            "defaultNamespace": spine.namespace,
+            "auth": {"allowUnauthenticated": True},
+            "api": {"agents": ["agent"]},
+        },
+        spine.cluster.kubeconfig,
+    )
+    recv.start()
+    body = {"agent": "agent", "task": "Investigate web.", "name": "run"}
+    request = urllib.request.Request(
+        f"{recv.url}/runs", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 201
+    return recv
+
+
 def test_one_trace_for_a_run_with_a_read_an_approval_and_a_write_across_a_restart(
-    own_operator: tuple[Spine, Starter], collector: OtlpReceiver
+    own_operator: tuple[Spine, Starter],
+    collector: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spine, start = own_operator
     spine.setup([READ, spine.write(), done("web restarted.")])
@@ -44,8 +71,10 @@ def test_one_trace_for_a_run_with_a_read_an_approval_and_a_write_across_a_restar
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms: the spans before the kill are out by then
     }
+    for key, value in otel.items():  # the receiver, in this process
+        monkeypatch.setenv(key, value)
     op = start(**otel)
-    spine.start()
+    recv = _create_through_the_receiver(spine)
     waiting = spine.wait_phase("AwaitingApproval")
     model = spine.model
     _wait_spans(collector, [f"chat {model}", f"chat {model}", "execute_tool k8s-get"])
@@ -58,15 +87,23 @@ def test_one_trace_for_a_run_with_a_read_an_approval_and_a_write_across_a_restar
     )  # fmt: skip
     op = start(**otel)
     status = spine.wait_phase("Succeeded")
-    _wait_spans(collector, ["invoke_agent agent", "approval rollout-restart"])
+    recv.stop()  # its batched span is flushed on the way out
+    tools = ["agentrun-tool k8s-get", "agentrun-tool rollout-restart"]
+    _wait_spans(collector, ["invoke_agent agent", "approval rollout-restart", "POST /runs", *tools])
     op.stop()  # SIGTERM: the batched spans are flushed on the way out
 
     run = spine.get()
     uid = run["metadata"]["uid"]
     assert status["traceID"] == trace_id(uid)
-    spans = collector.spans
+    # The receiver's request: a trace of its own, linked to the run's.
+    [request] = collector.named("POST /runs")
+    assert (request.service, request.kind) == ("agentrun-receiver", "server")
+    assert request.links == [(trace_id(uid), span_id(uid, "run"))]
+    assert request.attributes["http.response.status_code"] == 201
+    assert request.trace_id != status["traceID"]
+    spans = [s for s in collector.spans if s is not request]
     assert {s.trace_id for s in spans} == {status["traceID"]}, "one trace for the whole run"
-    assert {s.service for s in spans} == {"agentrun-operator"}
+    assert {s.service for s in spans} == {"agentrun-operator", "agentrun-tool"}
     by_name: dict[str, list[ReceivedSpan]] = {}
     for s in spans:
         by_name.setdefault(s.name, []).append(s)
@@ -75,13 +112,16 @@ def test_one_trace_for_a_run_with_a_read_an_approval_and_a_write_across_a_restar
             ("invoke_agent agent", 1),
             (f"chat {model}", 3),
             ("execute_tool k8s-get", 1),
+            ("agentrun-tool k8s-get", 1),
             ("approval rollout-restart", 1),
             ("execute_tool rollout-restart", 1),
+            ("agentrun-tool rollout-restart", 1),
         ]
     )
     [root] = by_name["invoke_agent agent"]
     assert (root.span_id, root.parent) == (span_id(uid, "run"), None)
-    assert all(s.parent == root.span_id for s in spans if s is not root)
+    mine = [s for s in spans if s.service == "agentrun-operator"]
+    assert all(s.parent == root.span_id for s in mine if s is not root)
     # The run's span covers all of it, from creation to the end.
     assert all(root.start_ns <= s.start_ns and s.end_ns <= root.end_ns for s in spans)
     a = root.attributes
@@ -126,6 +166,14 @@ def test_one_trace_for_a_run_with_a_read_an_approval_and_a_write_across_a_restar
         assert t["agentrun.tool.outcome"] == "succeeded"
         assert t["agentrun.job.uid"] == job["metadata"]["uid"]
         assert "gen_ai.tool.call.result" not in t
+        # The tool's own span, from inside its pod, under this one.
+        [own] = by_name[f"agentrun-tool {tool}"]
+        assert (own.service, own.parent) == ("agentrun-tool", span.span_id)
+        o = own.attributes
+        assert (o["gen_ai.tool.name"], o["agentrun.tool.outcome"]) == (tool, "succeeded")
+        assert (o["agentrun.run.name"], o["agentrun.run.namespace"]) == ("run", spine.namespace)
+        assert o["agentrun.tool.output_bytes"] > 0 and "gen_ai.tool.call.result" not in o
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector.endpoint
 
     [wait] = by_name["approval rollout-restart"]
     w = wait.attributes

@@ -27,10 +27,10 @@ from agentrun.api import (
     ThreadEvent,
     Usage,
 )
-from agentrun.api.naming import span_id, trace_id, traceparent
+from agentrun.api.naming import RUN_SPAN, span_id, trace_id, traceparent
 from agentrun.engine.core import CreateJob, ModelReply, ToolCall, parse_time
 from agentrun.operator import jobs
-from agentrun.operator.tracing import RUN_SPAN, RunTracer, transition_spans
+from agentrun.operator.tracing import RunTracer, transition_spans
 from agentrun.otel import build, setup, why_off
 from tests.support.fakekube import FakeKube
 from tests.support.loop import NS, ScriptedModel, runner, status, step

@@ -55,6 +55,9 @@ def trace_id(run_uid: str) -> str:
     return hashlib.sha256(f"trace/{run_uid}".encode()).hexdigest()[:32]
 
 
+RUN_SPAN = "run"  # span_id's part for the run's own span (invoke_agent)
+
+
 def span_id(run_uid: str, part: str) -> str:
     """The span id (16 hex digits) of a part of a run known before its span ends: the run's
     own span ("run") and each tool Job's (its name), the parents of spans made elsewhere."""

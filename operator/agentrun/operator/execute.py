@@ -246,7 +246,8 @@ class Executor:
         """The Job's creation, as a call for a worker thread (see persist.write_status)."""
         trace = self.trace
         parent = None if trace is None else (lambda part: trace.tool_parent(run, part))
-        manifest = jobs.manifest_for(run, action, parent)
+        exporter = None if trace is None else trace.exporter_env
+        manifest = jobs.manifest_for(run, action, parent, exporter)
         namespace = run.metadata["namespace"]
 
         def create() -> None:

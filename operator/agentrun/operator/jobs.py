@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from agentrun.tool.envelope import ENVELOPE_KEY, Envelope
 from agentrun.tool.mcp_digest import HEADER_PREFIX as MCP_HEADER_PREFIX
 
 TRACEPARENT_ENV = "TRACEPARENT"  # W3C trace context of the tool call (tracing on)
+OTEL_ENV_PREFIX = "OTEL_"  # the exporter's settings a traced call's container gets with it
 
 ANNOTATION_ACTION_HASH = "agentrun.dev/action-hash"
 ANNOTATION_JOB = "agentrun.dev/job"
@@ -294,16 +295,20 @@ def _what_runs(pod_spec: dict[str, Any]) -> dict[str, Any]:
     }
     for c in containers:
         prefix = "" if c.get("name") == CONTAINER else f"{c.get('name')} "
-        # The trace context says nothing about what runs (and tracing may be switched on or
-        # off across a restart while a Job runs).
+        # The trace context and exporter say nothing about what runs (and tracing may be
+        # switched on or off across a restart while a Job runs).
         env = [
             {"name": e.get("name"), "value": e.get("value", "")}
             for e in c.get("env") or []
-            if e.get("name") != TRACEPARENT_ENV
+            if not _tracing(str(e.get("name", "")))
         ]
         out.update({f"{prefix}{k}": c.get(k) for k in _RUNS if k != "env"})
         out[f"{prefix}env"] = env
     return out
+
+
+def _tracing(name: str) -> bool:
+    return name == TRACEPARENT_ENV or name.startswith(OTEL_ENV_PREFIX)
 
 
 def job_mismatch(job: dict[str, Any], manifest: dict[str, Any]) -> str | None:
@@ -599,11 +604,29 @@ def _own_outcome(
 
 
 def manifest_for(
-    run: AgentRun, action: CreateJob, traceparent: Callable[[str], str] | None = None
+    run: AgentRun,
+    action: CreateJob,
+    traceparent: Callable[[str], str] | None = None,
+    exporter: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Job manifest of an action: only from its frozen snapshot; a grouped action's, one
     container per call. `traceparent` (tracing on): the TRACEPARENT of a call's span from
-    its part of the run (its Job's name; a grouped call's f"{job}/{container}")."""
+    its part of the run (its Job's name; a grouped call's f"{job}/{container}"); `exporter`:
+    where a tool sends its own span (RunTracer.exporter_env), for every traced container."""
+    return with_exporter(_manifest(run, action, traceparent), exporter or {})
+
+
+def with_exporter(manifest: dict[str, Any], exporter: Mapping[str, str]) -> dict[str, Any]:
+    """Adds the exporter's settings to each container that has a TRACEPARENT."""
+    for c in manifest["spec"]["template"]["spec"]["containers"]:
+        if exporter and any(e["name"] == TRACEPARENT_ENV for e in c["env"]):
+            c["env"] += [{"name": k, "value": v} for k, v in exporter.items()]
+    return manifest
+
+
+def _manifest(
+    run: AgentRun, action: CreateJob, traceparent: Callable[[str], str] | None
+) -> dict[str, Any]:
 
     def parent(part: str) -> str | None:
         return traceparent(part) if traceparent is not None else None

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from agentrun.api import TERMINAL_PHASES, AgentRun, AgentRunStatus, EventType, Phase, ThreadEvent
-from agentrun.api.naming import span_id, trace_id, traceparent
+from agentrun.api.naming import RUN_SPAN, span_id, trace_id, traceparent
 from agentrun.engine.core import (
     Config,
     Done,
@@ -31,13 +32,12 @@ from agentrun.engine.core import (
     ToolCalls,
     parse_time,
 )
-from agentrun.otel import CONTENT_LIMIT, Attr, Link, Span, Tracer, setup
+from agentrun.otel import CONTENT_LIMIT, Attr, Link, Span, Tracer, pod_env, setup
 from agentrun.text import clip
 from agentrun.tool.redaction import redact, redact_value
 
 log = logging.getLogger("agentrun.operator.tracing")
 
-RUN_SPAN = "run"  # naming.span_id's part for the run's own span
 PROVIDER = "openai"  # every model is called through the OpenAI-compatible API
 _ENDED = frozenset(TERMINAL_PHASES)
 
@@ -45,13 +45,15 @@ _ENDED = frozenset(TERMINAL_PHASES)
 class RunTracer:
     """Sends a run's spans; one per operator, only when tracing is on (see agentrun.otel)."""
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: Tracer, exporter_env: Mapping[str, str] | None = None) -> None:
         self.tracer = tracer
+        # Where a tool sends its own span: the operator's exporter settings (agentrun.otel).
+        self.exporter_env = dict(exporter_env or {})
 
     @classmethod
     def from_env(cls) -> RunTracer | None:
         tracer = setup("agentrun-operator")
-        return cls(tracer) if tracer is not None else None
+        return cls(tracer, pod_env(os.environ)) if tracer is not None else None
 
     @staticmethod
     def stamp(run: AgentRun) -> None:

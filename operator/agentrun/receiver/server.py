@@ -15,6 +15,9 @@ or a caller's ``namespace`` picks one only among the route's ``allowedNamespaces
 and the ceiling of every limit.
 - ``GET /healthz`` (no auth), ``GET /metrics`` (Prometheus text format, no auth).
 
+With the standard OTEL_* variables set (agentrun.otel), each POST is a server span linked to
+every run it created or recorded on (that run's trace); off, nothing of it is imported.
+
 Every answer is JSON; every error has ``error`` (a code) and ``message``, and creates nothing.
 Run it standalone with ``python -m agentrun.receiver.server --config receiver.yaml`` or in the
 operator process with :func:`serve_from_env` (docs/receiver.md).
@@ -33,7 +36,8 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -47,7 +51,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentrun import otel
 from agentrun.api import API_VERSION, NAME_PATTERN, Limits, RunInput
+from agentrun.api.naming import RUN_SPAN, span_id, trace_id
 from agentrun.kube import client as kube
 from agentrun.receiver import interact, routing
 from agentrun.receiver.routing import (
@@ -68,6 +74,25 @@ SLACK_PATH = "/slack/interactions"
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The runs the request being handled created or recorded on (tracing on; else None).
+_LINKS: ContextVar[list[otel.Link] | None] = ContextVar("agentrun_receiver_links", default=None)
+
+
+def link_run(run: Mapping[str, Any], why: str) -> None:
+    """Links the request's span to the run's trace (its invoke_agent span, from its uid)."""
+    links = _LINKS.get()
+    meta = run.get("metadata") or {}
+    uid = meta.get("uid")
+    if links is None or not uid:
+        return
+    attrs = {
+        "agentrun.link": why,
+        "agentrun.run.name": str(meta.get("name", "")),
+        "agentrun.run.namespace": str(meta.get("namespace", "")),
+    }
+    links.append(otel.Link(trace_id(str(uid)), span_id(str(uid), RUN_SPAN), attrs))
 
 
 class RequestError(Exception):
@@ -345,9 +370,11 @@ class Receiver:
         tokens: Tokens | None = None,
         clock: Callable[[], float] = time.monotonic,
         slack_store: interact.SlackStore | None = None,
+        tracer: otel.Tracer | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.tracer = tracer
         self.slack: interact.Interactions | None = None
         if config.slack is not None and slack_store is not None:
             s = config.slack
@@ -389,6 +416,57 @@ class Receiver:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self.tracer is None or request.method != "POST":
+            return await self._answer(request, handler)
+        began = datetime.now(UTC)
+        links: list[otel.Link] = []
+        token = _LINKS.set(links)
+        try:
+            response = await self._answer(request, handler)
+        finally:
+            _LINKS.reset(token)
+        self._send_span(request, response.status, (began, datetime.now(UTC)), links)
+        return response
+
+    def _send_span(
+        self,
+        request: web.Request,
+        status: int,
+        times: tuple[datetime, datetime],
+        links: list[otel.Link],
+    ) -> None:
+        """The request's server span (HTTP semantic conventions), linked to its runs; a
+        caller's traceparent header is its parent."""
+        assert self.tracer is not None
+        route = _endpoint(request)
+        parent = otel.parse_traceparent(request.headers.get("traceparent"))
+        attrs: dict[str, otel.Attr] = {
+            "http.request.method": request.method,
+            "http.route": route,
+            "url.path": request.path,
+            "http.response.status_code": status,
+        }
+        if status >= 500:
+            attrs["error.type"] = str(status)
+        span = otel.Span(
+            name=f"{request.method} {route}",
+            trace_id=parent[0] if parent else otel.new_trace_id(),
+            parent=parent[1] if parent else None,
+            start=times[0],
+            end=times[1],
+            kind="server",
+            attributes=attrs,
+            error=str(status) if status >= 500 else None,
+            links=links,
+        )
+        try:
+            self.tracer.emit(span)
+        except Exception as err:  # tracing never fails a request
+            log.warning("Span %s not recorded: %s: %s", span.name, type(err).__name__, err)
+
+    async def _answer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             response = await handler(request)
         except RequestError as err:
@@ -420,10 +498,10 @@ class Receiver:
         except Exception:
             log.exception("Receiver error on %s %s", request.method, request.path)
             response = _json(500, error_body("InternalError", "internal error; see the logs"))
-        route = request.match_info.route.resource
-        endpoint = route.canonical if route is not None else "other"
         self.metrics.inc(
-            "agentrun_receiver_requests_total", endpoint=endpoint, code=str(response.status)
+            "agentrun_receiver_requests_total",
+            endpoint=_endpoint(request),
+            code=str(response.status),
         )
         return response
 
@@ -532,6 +610,7 @@ class Receiver:
                 part.namespace, name, routing.resolved_annotations(part, now)
             )
             self.metrics.inc("agentrun_receiver_resolved_total", route=part.route.name)
+            link_run(run, "resolved")
             result["resolved"].append({**ref, "name": name})
             log.info("Recorded resolution of alert group on %s/%s", part.namespace, name)
 
@@ -568,6 +647,7 @@ class Receiver:
             if active:
                 run = routing.latest(active)
                 assert run is not None
+                link_run(run, "deduplicated")
                 await self._repeat(run, part, now, ref, result)
                 continue
             seq = max((routing.seq_of(r) for r in runs), default=0) + 1
@@ -576,8 +656,10 @@ class Receiver:
             if created is None:
                 name = manifest["metadata"]["name"]
                 mine = await self.store.list_runs(part.namespace, selector_of(part, notification))
-                if any(r["metadata"]["name"] == name for r in mine):
+                theirs = [r for r in mine if r["metadata"]["name"] == name]
+                if theirs:
                     # Another receiver made it first.
+                    link_run(theirs[0], "deduplicated")
                     await self._repeat(manifest, part, now, ref, result)
                     continue
                 # A run of this name that is not this group's (e.g. a /runs caller chose the
@@ -594,6 +676,7 @@ class Receiver:
                 continue
             name = created["metadata"]["name"]
             self.metrics.inc("agentrun_receiver_runs_created_total", route=part.route.name)
+            link_run(created, "created")
             result["created"].append({**ref, "name": name, "agent": part.route.agent})
             log.info(
                 "Created AgentRun %s/%s (agent %s) for %d alert(s) of route %s",
@@ -686,6 +769,7 @@ class Receiver:
             )
         name = created["metadata"]["name"]
         self.metrics.inc("agentrun_receiver_runs_created_total", route="api")
+        link_run(created, "created")
         log.info("Created AgentRun %s/%s (agent %s) from /runs", namespace, name, req.agent)
         return _json(
             201,
@@ -694,6 +778,11 @@ class Receiver:
                 "watch": f"kubectl get agentrun {name} -n {namespace} -w",
             },
         )
+
+
+def _endpoint(request: web.Request) -> str:
+    route = request.match_info.route.resource
+    return route.canonical if route is not None else "other"
 
 
 def selector_of(part: Partition, notification: Notification) -> str:
@@ -733,7 +822,10 @@ async def serve(
     """Starts serving on config.listen (port 0: any free port, see bound_port) in the running
     loop and returns the aiohttp runner; `await runner.cleanup()` stops it."""
     slack_store = interact.KubeSlackStore(api) if config.slack is not None else None
-    receiver = Receiver(config, store or KubeStore(api), tokens, slack_store=slack_store)
+    tracer = otel.setup("agentrun-receiver")
+    receiver = Receiver(
+        config, store or KubeStore(api), tokens, slack_store=slack_store, tracer=tracer
+    )
     if receiver.slack is not None and not receiver.slack.secrets():
         raise routing.ConfigError(
             "slack is configured but there is no signing secret: set slack.signingSecretFile "
@@ -747,6 +839,12 @@ async def serve(
         )
     app = receiver.app()
     app[RECEIVER_KEY] = receiver
+    if tracer is not None:
+
+        async def flush(_: web.Application) -> None:  # the spans still batched go out
+            await asyncio.to_thread(tracer.shutdown)
+
+        app.on_cleanup.append(flush)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = _split_listen(config.listen)

@@ -2,7 +2,9 @@
 
 Exit 0 whenever the tool ran, even when it reports ok=false (a missing object is a result the
 model should see); non-zero only for a usage error or a crash, still with an envelope.
-Diagnostics go to stderr: stdout carries nothing but the envelope.
+Diagnostics go to stderr: stdout carries nothing but the envelope. With TRACEPARENT and an
+OTLP endpoint in its environment (the operator's tracing is on) it also sends one span of its
+own under the run's execute_tool span; otherwise nothing of OpenTelemetry is imported.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from agentrun.tool.envelope import Envelope
@@ -23,6 +26,8 @@ MIN_OUTPUT_LIMIT = 1024
 EXIT_USAGE, EXIT_CRASH = 2, 1
 MCP_LIST, MCP_CALL = "mcp-list", "mcp-call"
 MCP_TOOLS = (MCP_LIST, MCP_CALL)
+SPAN_EXPORT_TIMEOUT = 3.0  # seconds, unless OTEL_EXPORTER_OTLP_TIMEOUT says otherwise
+_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 class UsageError(Exception):
@@ -131,16 +136,89 @@ def execute(argv: list[str]) -> tuple[Envelope, int]:
         return Envelope(tool, False, None, f"tool crashed: {type(exc).__name__}: {exc}"), EXIT_CRASH
 
 
+def outcome(envelope: Envelope, code: int) -> str:
+    if code == EXIT_USAGE:
+        return "usage_error"
+    if code != 0:
+        return "crashed"
+    return "succeeded" if envelope.ok else "failed"
+
+
+def send_span(
+    envelope: Envelope,
+    code: int,
+    line: bytes,
+    times: tuple[datetime, datetime],
+    env: Mapping[str, str] | None = None,
+) -> bool:
+    """The tool's own span, a child of TRACEPARENT (its execute_tool span), sent before the
+    process exits; False (and nothing imported) unless the pod was given an endpoint. The
+    output itself is recorded only with the content opt-in, and then as redacted as the
+    envelope is. Tracing never fails the tool."""
+    env = os.environ if env is None else env
+    if not env.get("TRACEPARENT") or not any(env.get(k) for k in _ENDPOINTS):
+        return False
+    from agentrun import otel
+
+    ids = otel.parse_traceparent(env["TRACEPARENT"])
+    if ids is None:
+        print("agentrun-tool: TRACEPARENT is not a W3C traceparent; no span", file=sys.stderr)
+        return False
+    ok = outcome(envelope, code)
+    attrs: dict[str, otel.Attr] = {
+        "gen_ai.tool.name": envelope.tool,
+        "agentrun.tool.outcome": ok,
+        "agentrun.tool.output_bytes": len(line),
+        "agentrun.tool.truncated": envelope.truncated,
+        "agentrun.run.name": env.get("AGENTRUN_RUN", ""),
+        "agentrun.run.namespace": env.get("AGENTRUN_NAMESPACE", ""),
+    }
+    if env.get("AGENTRUN_STEP", "").isdigit():
+        attrs["agentrun.step"] = int(env["AGENTRUN_STEP"])
+    error = None if ok == "succeeded" else ok
+    if otel.capture_content(env):
+        from agentrun.text import clip
+        from agentrun.tool.redaction import redact
+
+        attrs["gen_ai.tool.call.result"] = clip(redact(line.decode()), otel.CONTENT_LIMIT)
+        if error is not None and envelope.error:
+            error = clip(redact(envelope.error), 500)
+    span = otel.Span(
+        name=f"agentrun-tool {envelope.tool}",
+        trace_id=ids[0],
+        parent=ids[1],
+        start=times[0],
+        end=times[1],
+        attributes=attrs,
+        error=error,
+    )
+    try:
+        tracer = otel.setup(otel.TOOL_SERVICE, env, batch=False, timeout=SPAN_EXPORT_TIMEOUT)
+        if tracer is None:
+            return False
+        tracer.emit(span)
+        tracer.shutdown()
+    except Exception as exc:
+        print(f"agentrun-tool: span not sent: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
+    began = datetime.now(UTC)
     # Whatever a tool or library prints goes to stderr: stdout is the envelope alone.
     with contextlib.redirect_stdout(sys.stderr):
         envelope, code = execute(sys.argv[1:] if argv is None else argv)
     if envelope.error:
         print(f"agentrun-tool: {envelope.error}", file=sys.stderr)
     sys.stderr.flush()
+    line = render(envelope, output_limit())
     out = sys.stdout.buffer
-    out.write(render(envelope, output_limit()) + b"\n")
+    out.write(line + b"\n")
     out.flush()
+    # After the envelope: a slow collector delays the pod's exit, never the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        send_span(envelope, code, line, (began, datetime.now(UTC)))
     return code
 
 
