@@ -31,6 +31,7 @@ class FakeKube:
         self.cms: dict[str, dict[str, str]] = {}
         self.job_pods: dict[str, list[str]] = {}
         self.logs: dict[str, str] = {}
+        self.labelled: dict[str, list[tuple[str, list[str]]]] = {}  # selector -> pods
 
     def get_run(self, name: str, namespace: str) -> dict[str, Any]:
         if (namespace, name) not in self.runs:
@@ -61,6 +62,9 @@ class FakeKube:
 
     def pods(self, namespace: str, selector: str) -> list[str]:
         return self.job_pods.get(selector.removeprefix("job-name="), [])
+
+    def pod_containers(self, namespace: str, selector: str) -> list[tuple[str, list[str]]]:
+        return self.labelled.get(selector, [])
 
     def pod_log(self, pod: str, namespace: str, container: str = "tool") -> str:
         return self.logs[pod if container == "tool" else f"{pod}/{container}"]
@@ -231,3 +235,15 @@ def test_logs_of_a_call_grouped_with_others_reads_its_own_container() -> None:
     kube.job_pods["run-s1-abc123"] = ["pod-a"]
     kube.logs["pod-a/tool-0"] = "step 1 from its container\n"
     assert call(kube, "logs", "run", "--step", "1")[1] == "step 1 from its container\n"
+
+
+def test_logs_of_a_dropped_step_find_every_container_of_a_grouped_job_by_label() -> None:
+    # The thread dropped step 1 for size; its grouped Job's pod has a container per call.
+    kube = FakeKube(a_run(thread=[], currentAction=None, batch=[], step=3))
+    selector = "agentrun.dev/run=run,agentrun.dev/step=1"
+    kube.labelled[selector] = [("pod-a", ["tool-0", "tool-1"])]
+    kube.logs["pod-a/tool-0"] = "events\n"
+    kube.logs["pod-a/tool-1"] = "deploys\n"
+    code, out, _ = call(kube, "logs", "run", "--step", "1")
+    assert code == 0
+    assert out == "==> pod/pod-a tool-0 <==\nevents\n==> pod/pod-a tool-1 <==\ndeploys\n"

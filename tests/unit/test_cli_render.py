@@ -356,6 +356,38 @@ def test_show_notes_dropped_events_and_a_running_job() -> None:
     assert "Running (step 3)" in text and "job/run-s3-aaaaaa  since 10s" in text
 
 
+def test_show_lists_each_call_of_a_batch_with_its_job_container_and_state() -> None:
+    def call(step: int, tool: str, container: str, result: Any = None) -> dict[str, Any]:
+        return {
+            "step": step,
+            "tool": tool,
+            "arguments": {"namespace": "shop"},
+            "state": "Running",
+            "jobRef": "run-p0-aaaaaa",
+            "container": container,
+            "prefetch": True,
+            "requestedTime": "2024-05-01T10:06:55Z",
+            "result": result,
+        }
+
+    run = a_run(
+        phase="Running",
+        pendingAction=None,
+        batch=[
+            call(0, "k8s-events", "c0", {"type": "ToolResult", "content": "..."}),
+            call(0, "recent-deploys", "c1", {"type": "Error", "content": "timed out"}),
+            call(0, "runbook", "c2"),
+        ],
+    )
+    text = view.render_run(run, NOW)
+    assert "Running together (prefetch, 2 of 3 done)" in text
+    lines = text.splitlines()
+    row = next(i for i, line in enumerate(lines) if "recent-deploys" in line)
+    assert "error" in lines[row] and '{"namespace": "shop"}' in lines[row]
+    assert "job/run-p0-aaaaaa container c1  since 5s" in lines[row + 1]
+    assert "running  runbook" in text and "done     k8s-events" in text
+
+
 # ---------------------------------------------------------------- run input
 
 

@@ -128,6 +128,15 @@ class Kube:
         ordered = sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return [p["metadata"]["name"] for p in ordered]
 
+    def pod_containers(self, namespace: str, selector: str) -> list[tuple[str, list[str]]]:
+        """The pods of a selector, oldest first, each with its containers' names."""
+        found = self.kube.list_pods(self.api, namespace, selector)
+        ordered = sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return [
+            (p["metadata"]["name"], [c["name"] for c in p["spec"].get("containers", [])])
+            for p in ordered
+        ]
+
     def pod_log(self, pod: str, namespace: str, container: str = "tool") -> str:
         return self.kube.pod_log(self.api, namespace, pod, container=container)
 
@@ -398,9 +407,13 @@ def _logs_by_label(ctx: Context, step: int) -> bool:
             ctx.print(f"==> configmap/{name} <==")
         found = _print_output(ctx, data) or found
     if not found:
-        for pod in ctx.kube.pods(ns, selector):
-            ctx.print(ctx.kube.pod_log(pod, ns), end="")
-            found = True
+        # A Job of calls grouped together has a container per call, none named "tool".
+        for pod, containers in ctx.kube.pod_containers(ns, selector):
+            for container in containers:
+                if len(containers) > 1:
+                    ctx.print(f"==> pod/{pod} {container} <==")
+                ctx.print(ctx.kube.pod_log(pod, ns, container), end="")
+                found = True
     return found
 
 

@@ -473,12 +473,38 @@ def _render_waiting(run: Run, now: datetime, style: Style) -> list[str]:
             f"  {current.get('tool', '')} {arguments_text(current.get('arguments', {}))}",
             f"  job/{current.get('jobRef', '')}  since {since(current.get('requestedTime'), now)}",
         ]
+    out += _render_batch(_status(run).get("batch"), now, style)
     pending = render_pending(run, now, style)
     if pending:
         out += ["", *pending]
     asked = render_pending_input(run, now, style)
     if asked:
         out += ["", *asked]
+    return out
+
+
+def _render_batch(batch: Any, now: datetime, style: Style) -> list[str]:
+    """The calls running together (prefetch, or several reads from one reply): each with its
+    Job (and container, when calls share one), and whether its result is in."""
+    calls = [c for c in batch or [] if isinstance(c, dict)]
+    if not calls:
+        return []
+    done = sum(1 for c in calls if c.get("result"))
+    kind = "prefetch" if all(c.get("prefetch") for c in calls) else "read calls"
+    out = ["", style.bold(f"Running together ({kind}, {done} of {len(calls)} done)")]
+    for call in calls:
+        result = call.get("result")
+        state = "running"
+        if isinstance(result, dict):
+            state = "error" if result.get("type") == "Error" else "done"
+        where = f"job/{call.get('jobRef', '')}"
+        if call.get("container"):
+            where += f" container {call['container']}"
+        out += [
+            f"  step {call.get('step', '?'):<3} {state:<8} {call.get('tool', '')} "
+            f"{arguments_text(call.get('arguments', {}))}",
+            f"               {where}  since {since(call.get('requestedTime'), now)}",
+        ]
     return out
 
 
