@@ -6,11 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from tests.integration.spine import READ, Spine, condition, done, shell_tool, thread_types
+from tests.integration.spine import (
+    READ,
+    Spine,
+    condition,
+    done,
+    pause,
+    shell_tool,
+    thread_types,
+)
 from tests.support import stack
 from tests.support.stack import OperatorProcess
 
@@ -104,6 +114,55 @@ def test_a_tool_past_its_deadline_is_stopped_and_reported(spine: Spine) -> None:
     spine.start()
     status = spine.wait_phase("Succeeded", timeout=90)
     assert "timed out after 2s" in status["thread"][1]["content"]
+
+
+@contextmanager
+def cordoned(spine: Spine) -> Iterator[None]:
+    """No new pod is scheduled meanwhile: the queue an incident storm makes on a full node."""
+    node = spine.cluster.node_name
+    spine.cluster.kubectl("cordon", node)
+    try:
+        yield
+    finally:
+        spine.cluster.kubectl("uncordon", node)
+
+
+def test_a_tool_pod_that_waits_for_a_node_is_not_timed_out_by_the_wait(spine: Spine) -> None:
+    # Before: the Job's deadline was the tool's timeout, counted from its creation, so a pod
+    # that waited 2s for a node was a timeout and the evidence was lost.
+    spine.setup([call("quick"), done()])
+    add_tools(spine, shell_tool("quick", "echo 'replicas: 0/3 ready'", timeout=2))
+    with cordoned(spine):
+        spine.start()
+        job = spine.wait(lambda: next(iter(spine.jobs()), None), "the tool's Job")
+        pause(4)  # twice the tool's timeout, its pod Pending
+        pods = spine.pods(job["metadata"]["name"])
+        assert [p["status"]["phase"] for p in pods] == ["Pending"]
+    status = spine.wait_phase("Succeeded", timeout=90)
+    assert thread_types(status)[:2] == [(1, "ToolCall"), (1, "ToolResult")]
+    assert "replicas: 0/3 ready" in status["thread"][1]["content"]
+
+
+def test_a_tool_pod_that_never_gets_a_node_is_an_error_that_says_so(
+    own_operator: tuple[Spine, Callable[..., OperatorProcess]],
+) -> None:
+    spine, start = own_operator
+    spine.setup([call("quick"), done()])
+    add_tools(spine, shell_tool("quick", "echo never", timeout=2))
+    start(AGENTRUN_TOOL_START_SECONDS="3")
+    with cordoned(spine):
+        spine.start()
+        status = spine.wait(
+            lambda: (s := spine.status()) and len(s.get("thread") or []) > 1 and s,
+            "the call's outcome in the thread",
+            timeout=60,
+        )
+    error = status["thread"][1]
+    assert error["type"] == "Error"
+    assert "was not done when its Job's deadline passed: it waited for a node" in error["content"]
+    assert "deadline of 5s passed" in error["content"]
+    assert "never" not in error["content"]  # it did not run
+    assert spine.wait_phase("Succeeded", timeout=60)
 
 
 def test_a_job_deleted_by_hand_is_reported_and_not_run_again(spine: Spine) -> None:

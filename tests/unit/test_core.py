@@ -782,8 +782,21 @@ def test_a_tool_reporting_failure_is_evidence_not_an_error() -> None:
             ),
             "Tool k8s-get timed out after 30s (Job J).",
         ),
+        (
+            job_obs(
+                "J",
+                JobPhase.FAILED,
+                ok=False,
+                content="",
+                reason="JobDeadlineExceeded",
+                message="its Job's deadline of 330s passed (pod Pending)",
+            ),
+            "Tool k8s-get was not done when its Job's deadline passed: it waited for a node, "
+            "or started too late to finish; its Job's deadline of 330s passed (pod Pending) "
+            "(Job J).",
+        ),
     ],
-    ids=["job-failed-message", "job-failed-reason", "no-output", "timeout"],
+    ids=["job-failed-message", "job-failed-reason", "no-output", "timeout", "never-started"],
 )
 def test_a_failed_tool_is_an_error_in_the_thread_then_the_model_is_called(
     job: JobObservation, expected: str

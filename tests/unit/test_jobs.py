@@ -87,7 +87,9 @@ def test_job_is_deterministic() -> None:
 def test_job_runs_once_within_deadline() -> None:
     spec = job(tool(timeoutSeconds=42))["spec"]
     assert spec["backoffLimit"] == 0
-    assert spec["activeDeadlineSeconds"] == 42
+    # The tool's timeout is its run on the node; the Job also bounds the wait for a node.
+    assert spec["template"]["spec"]["activeDeadlineSeconds"] == 42
+    assert spec["activeDeadlineSeconds"] == 42 + jobs.DEFAULT_START_SECONDS
     assert spec["ttlSecondsAfterFinished"] == 3600
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
 
@@ -351,6 +353,37 @@ def test_observation_deadline_exceeded() -> None:
     obs = jobs.job_observation(job_body(failed), None, None, None)
     assert (obs.phase, obs.reason, obs.ok) == (JobPhase.FAILED, "DeadlineExceeded", False)
     assert "deadline" in obs.content
+
+
+def test_a_pod_past_its_own_deadline_timed_out_though_the_job_failed_for_its_backoff() -> None:
+    # The kubelet kills the pod at its deadline; the job controller then says only
+    # BackoffLimitExceeded. The call timed out, and a grouped call that finished keeps its result.
+    limit = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    pod = {
+        "status": {
+            "phase": "Failed",
+            "reason": "DeadlineExceeded",
+            "message": "Pod was active on the node longer than the specified deadline",
+            "containerStatuses": [
+                {"name": "tool-0", "state": {"terminated": {"exitCode": 0}}},
+                {"name": "tool-1", "state": {"terminated": {"exitCode": 137, "reason": "Error"}}},
+            ],
+        }
+    }
+    timed = jobs.job_observation(job_body(limit), pod, None, None, container="tool-1")
+    assert (timed.phase, timed.reason) == (JobPhase.FAILED, "DeadlineExceeded")
+    assert jobs.job_observation(job_body(limit), pod, ENVELOPE, None, container="tool-0").ok
+
+
+def test_a_job_past_its_deadline_before_its_pod_ran_says_it_never_started() -> None:
+    manifest = job(tool(timeoutSeconds=30))
+    deadline = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}
+    found = {**manifest, "status": {"conditions": [deadline]}}
+    obs = jobs.job_observation(found, None, None, None)
+    assert (obs.phase, obs.reason) == (JobPhase.FAILED, jobs.JOB_DEADLINE)
+    assert f"deadline of {30 + jobs.DEFAULT_START_SECONDS}s passed (no pod yet)" in obs.message
+    pending = {"status": {"phase": "Pending"}}
+    assert "(pod Pending)" in jobs.job_observation(found, pending, None, None).message
 
 
 def test_compaction_keeps_the_newest_log_lines() -> None:

@@ -862,6 +862,11 @@ def _outcome(st: _Step, current: CurrentAction, job: JobObservation) -> ThreadEv
     elif job.reason == "DeadlineExceeded":
         timeout = current.snapshot.timeoutSeconds if current.snapshot else 0
         text = f"Tool {current.tool} timed out after {timeout}s (Job {current.jobRef})."
+    elif job.reason == "JobDeadlineExceeded":
+        text = (
+            f"Tool {current.tool} was not done when its Job's deadline passed: it waited for "
+            f"a node, or started too late to finish; {job.message} (Job {current.jobRef})."
+        )
     else:
         detail = job.content or job.message or job.reason or "no output"
         text = f"Tool {current.tool} failed: {detail}"

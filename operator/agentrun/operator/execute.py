@@ -125,9 +125,11 @@ class Executor:
         wake: Wake,
         tasks: set[asyncio.Task[Any]],
         trace: RunTracer | None = None,
+        start_seconds: int = jobs.DEFAULT_START_SECONDS,
     ) -> None:
         self.api = api
         self.trace = trace
+        self.start_seconds = start_seconds
         self.model = model
         self.ledger = ledger
         self._prompt_text = prompt_text
@@ -247,7 +249,7 @@ class Executor:
         trace = self.trace
         parent = None if trace is None else (lambda part: trace.tool_parent(run, part))
         exporter = None if trace is None else trace.exporter_env
-        manifest = jobs.manifest_for(run, action, parent, exporter)
+        manifest = jobs.manifest_for(run, action, parent, exporter, self.start_seconds)
         namespace = run.metadata["namespace"]
 
         def create() -> None:

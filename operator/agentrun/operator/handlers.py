@@ -99,6 +99,9 @@ async def configure(
             coalesce_seconds=float(
                 os.environ.get("AGENTRUN_COALESCE_SECONDS", Settings.coalesce_seconds)
             ),
+            tool_start_seconds=int(
+                os.environ.get("AGENTRUN_TOOL_START_SECONDS", Settings.tool_start_seconds)
+            ),
         ),
         RunTracer.from_env(),  # None unless OTEL_EXPORTER_OTLP_* asks for traces
     )

@@ -37,6 +37,12 @@ TOOL_UID = 65532  # the distroless "nonroot" user
 JOB_TTL_SECONDS = 3600
 OUTPUT_CONFIGMAP_LIMIT = 512 * 1024  # a ConfigMap holds at most 1 MiB in total
 COMPACT_LIMIT = 4000
+# How long a tool pod may wait for a node (scheduling, image, sandbox) before its Job gives
+# up: a tool's timeoutSeconds bounds its run on the node (the pod's deadline), not the queue
+# an incident storm makes in front of it (the Job's deadline is the sum).
+DEFAULT_START_SECONDS = 300
+# The Job's deadline passed before its pod ran to the end: not started in time, or cut short.
+JOB_DEADLINE = "JobDeadlineExceeded"
 LOG_TAIL_LINES = 20
 
 
@@ -150,9 +156,12 @@ def _job(
     labels: dict[str, str],
     annotations: dict[str, str],
     containers: list[dict[str, Any]],
+    start_seconds: int,
 ) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # Counted by the kubelet from the pod's start on the node: the tool's own run time.
+        "activeDeadlineSeconds": tool.timeoutSeconds,
         "serviceAccountName": tool.serviceAccountName,
         "automountServiceAccountToken": True,  # the tools call the API
         "enableServiceLinks": False,
@@ -187,7 +196,7 @@ def _job(
         },
         "spec": {
             "backoffLimit": 0,  # a tool call runs at most once; a write is never retried
-            "activeDeadlineSeconds": tool.timeoutSeconds,
+            "activeDeadlineSeconds": tool.timeoutSeconds + start_seconds,
             **spec,
             "template": {
                 "metadata": {"labels": dict(labels)},
@@ -210,6 +219,7 @@ def build_job(
     action_hash: str,
     preconditions: dict[str, Any] | None = None,
     traceparent: str | None = None,
+    start_seconds: int = DEFAULT_START_SECONDS,
 ) -> dict[str, Any]:
     """The batch/v1 Job for one tool call, built only from the frozen snapshot of what was
     proposed (and approved); its name makes a repeated create a harmless 409."""
@@ -234,11 +244,18 @@ def build_job(
         labels=step_labels(run_name, step, tool_name),
         annotations={ANNOTATION_ACTION_HASH: action_hash},
         containers=[container],
+        start_seconds=start_seconds,
     )
 
 
 def build_group_job(
-    *, run_name: str, run_namespace: str, run_uid: str, job_name: str, calls: list[GroupCall]
+    *,
+    run_name: str,
+    run_namespace: str,
+    run_uid: str,
+    job_name: str,
+    calls: list[GroupCall],
+    start_seconds: int = DEFAULT_START_SECONDS,
 ) -> dict[str, Any]:
     """One Job for read calls of a batch that share ServiceAccount, image and timeout: one
     container per call, each exactly the container its own Job would have (own command,
@@ -275,6 +292,7 @@ def build_group_job(
         labels=labels,
         annotations={ANNOTATION_CALLS: canonical_json(listed)},
         containers=containers,
+        start_seconds=start_seconds,
     )
 
 
@@ -553,6 +571,8 @@ def job_observation(
     if complete is None and failed is None:
         return JobObservation(name=name, phase=JobPhase.RUNNING, message=_waiting(pod))
 
+    if failed is not None:
+        failed = _deadline(job, failed, pod)
     term = _terminated(pod, container or CONTAINER) or {}
     if container is not None:
         complete, failed = _own_outcome(complete, failed, term)
@@ -579,6 +599,8 @@ def job_observation(
     assert failed is not None
     reason = str(failed.get("reason") or term.get("reason") or "Failed")
     detail = str(failed.get("message") or "")
+    if reason == JOB_DEADLINE:
+        message = detail  # what its pod was doing says why, more than an exit code
     if envelope is not None:
         content = compact_result(envelope, output_ref=output_ref)
     else:
@@ -590,6 +612,28 @@ def job_observation(
     )
 
 
+_DEADLINES = ("DeadlineExceeded", JOB_DEADLINE)
+
+
+def _deadline(
+    job: dict[str, Any], failed: dict[str, Any], pod: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Which deadline failed a Job: the pod's (DeadlineExceeded: the tool ran for its whole
+    timeout; the Job then fails for its backoff limit) or the Job's (JobDeadlineExceeded:
+    its pod waited for a node, or started too late to finish). A Job of an operator from
+    before the pod deadline has only the Job's, which was the tool's timeout."""
+    pod_status = (pod or {}).get("status") or {}
+    if pod_status.get("reason") == "DeadlineExceeded":
+        return {**failed, "reason": "DeadlineExceeded", "message": pod_status.get("message", "")}
+    if failed.get("reason") != "DeadlineExceeded":
+        return failed
+    spec = job.get("spec") or {}
+    if "activeDeadlineSeconds" not in ((spec.get("template") or {}).get("spec") or {}):
+        return failed
+    waited = f"its Job's deadline of {spec.get('activeDeadlineSeconds')}s passed"
+    return {**failed, "reason": JOB_DEADLINE, "message": f"{waited} ({_waiting(pod)})"}
+
+
 def _own_outcome(
     complete: dict[str, Any] | None, failed: dict[str, Any] | None, term: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -598,7 +642,7 @@ def _own_outcome(
     (an error, OOMKilled) says so; past the Job's deadline, one not done timed out."""
     if term.get("exitCode") == 0:
         return complete or {"type": "Complete", "status": "True", "reason": "Complete"}, None
-    if failed is not None and failed.get("reason") != "DeadlineExceeded" and term:
+    if failed is not None and failed.get("reason") not in _DEADLINES and term:
         return None, {"type": "Failed", "reason": term.get("reason") or "Error", "message": ""}
     return complete, failed
 
@@ -608,12 +652,15 @@ def manifest_for(
     action: CreateJob,
     traceparent: Callable[[str], str] | None = None,
     exporter: Mapping[str, str] | None = None,
+    start_seconds: int = DEFAULT_START_SECONDS,
 ) -> dict[str, Any]:
     """The Job manifest of an action: only from its frozen snapshot; a grouped action's, one
     container per call. `traceparent` (tracing on): the TRACEPARENT of a call's span from
     its part of the run (its Job's name; a grouped call's f"{job}/{container}"); `exporter`:
-    where a tool sends its own span (RunTracer.exporter_env), for every traced container."""
-    return with_exporter(_manifest(run, action, traceparent), exporter or {})
+    where a tool sends its own span (RunTracer.exporter_env), for every traced container;
+    `start_seconds`: how long its pod may wait for a node (the policy's)."""
+    manifest = _manifest(run, action, traceparent, start_seconds)
+    return with_exporter(manifest, exporter or {})
 
 
 def with_exporter(manifest: dict[str, Any], exporter: Mapping[str, str]) -> dict[str, Any]:
@@ -625,7 +672,10 @@ def with_exporter(manifest: dict[str, Any], exporter: Mapping[str, str]) -> dict
 
 
 def _manifest(
-    run: AgentRun, action: CreateJob, traceparent: Callable[[str], str] | None
+    run: AgentRun,
+    action: CreateJob,
+    traceparent: Callable[[str], str] | None,
+    start_seconds: int,
 ) -> dict[str, Any]:
 
     def parent(part: str) -> str | None:
@@ -649,6 +699,7 @@ def _manifest(
                 )
                 for a in action.group
             ],
+            start_seconds=start_seconds,
         )
     return build_job(
         run_name=run.metadata["name"],
@@ -662,4 +713,5 @@ def _manifest(
         action_hash=action.actionHash,
         preconditions=action.preconditions,
         traceparent=parent(action.name),
+        start_seconds=start_seconds,
     )

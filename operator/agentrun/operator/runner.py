@@ -145,7 +145,14 @@ class Runner:
         self.access = WriteAccess(api)
         self.observer = Observer(api, settings, self.jobs, self.pods, self.access)
         self.executor = Executor(
-            api, model, self.jobs, self.observer.prompt_text, self._wake_later, self._tasks, trace
+            api,
+            model,
+            self.jobs,
+            self.observer.prompt_text,
+            self._wake_later,
+            self._tasks,
+            trace,
+            settings.tool_start_seconds,
         )
 
     def _state(self, key: str) -> _RunState:

@@ -18,3 +18,6 @@ class Settings:
     # All raw outputs one run may keep in ConfigMaps: a run that loops over huge outputs
     # stops filling etcd (its compacted results still reach the thread).
     run_output_budget_bytes: int = 8 * 1024 * 1024
+    # How long a tool pod may wait for a node before its Job gives up (AGENTRUN_TOOL_START_
+    # SECONDS, chart value tools.startSeconds); the tool's timeout counts once it runs.
+    tool_start_seconds: int = 300
