@@ -258,7 +258,14 @@ class AgentToolSpec(Model):
         max_length=32,
         description="Settings for the tool's Job, e.g. AGENTRUN_PROMETHEUS_URL.",
     )
-    timeoutSeconds: int = Field(default=60, ge=1, le=3600)
+    timeoutSeconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="How long a call may run once its pod started on a node (the pod's "
+        "activeDeadlineSeconds); the wait for a node is bounded by the operator's "
+        "tools.startSeconds.",
+    )
     outputLimitBytes: int = Field(default=262144, ge=1024, le=900 * 1024)
     resources: Resources = Field(default_factory=Resources)
 
