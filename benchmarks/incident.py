@@ -46,7 +46,12 @@ all N runs parked in AwaitingApproval, and VmHWM) and its growth per run in flig
 the slope between the two largest sizes; CPU seconds per component.
 
     python -m benchmarks.incident [--sizes 1,100,500,2000] [--tools echo|builtin]
-                                  [--alert create|receiver] [--operator-env KEY=VALUE ...]
+                                  [--node standin|real] [--alert create|receiver]
+                                  [--operator-env KEY=VALUE ...]
+
+`--node real` runs every tool pod as a container from the project's image on a real kubelet
+(containerd, runc; `make node-bin image`), so the unit is what a user's cluster pays for a
+Job; the default stand-in runs a pod as a local process, a Job round trip of tens of ms.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ from benchmarks.step_overhead import (
     request_samples,
 )
 from tests.cluster import LocalCluster
+from tests.cluster.realnode import RealNode, not_built, unsupported
 from tests.modelserver import ScriptedModelServer
 from tests.support import stack
 
@@ -648,9 +654,11 @@ class Bench:
         server: ScriptedModelServer,
         args: argparse.Namespace,
         operator_env: dict[str, str],
+        node: RealNode | None = None,
     ) -> None:
         self.cluster, self.server, self.args = cluster, server, args
         self.operator_env = operator_env
+        self.node = node
         self._local = threading.local()
         self.cleanup: list[Any] = []  # objects with stop() or close(), stopped in reverse
 
@@ -662,6 +670,8 @@ class Bench:
 
     def cpu_now(self, extra: dict[str, int]) -> dict[str, float]:
         out = {p.name: proc_cpu(p.pid, children=p.name == "node") for p in self.cluster.procs}
+        for proc in self.node.procs if self.node is not None else []:
+            out[proc.name] = proc_cpu(proc.pid)  # containerd's shims and runc not counted
         for name, pid in extra.items():
             out[name] = proc_cpu(pid)
         t = os.times()
@@ -1077,7 +1087,10 @@ def report(res: SizeResult) -> None:
 def summary(results: list[SizeResult], args: argparse.Namespace) -> None:
     say("\n== Summary ==")
     say(f"Machine: {machine()}; load average now {loadavg()}")
-    say(f"Tools: {args.tools}; alerts: {args.alert}; unit = one Job round trip (see below)")
+    say(
+        f"Tools: {args.tools}; node: {args.node}; alerts: {args.alert}; "
+        "unit = one Job round trip (see below)"
+    )
     say(
         f"{'N':>5} {'ok':>5} {'Job s':>6} {'1st p50':>8} {'1st p99':>8} {'x p50':>6} "
         f"{'x p99':>6} {'wr p50':>8} {'wr p99':>8} {'x p50':>6} {'x p99':>6} {'c>1st p99':>9} "
@@ -1152,6 +1165,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         "wait in its queue)",
     )
     parser.add_argument(
+        "--node",
+        choices=("standin", "real"),
+        default="standin",
+        help="where tool pods run: the Python stand-in for the kubelet (default: a pod is a "
+        "local process, a Job round trip tens of ms idle), or a real kubelet with containerd "
+        "running the project's image (`make node-bin image`; root, as the real-node tests)",
+    )
+    parser.add_argument(
         "--single-rounds", type=int, default=10, help="at N=1: incidents one after another"
     )
     parser.add_argument("--job-samples", type=int, default=10, help="idle Job round trips")
@@ -1192,6 +1213,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     if any("=" not in kv for kv in args.operator_env):
         parser.error("--operator-env takes KEY=VALUE")
     operator_env = dict(kv.split("=", 1) for kv in args.operator_env)
+    if args.node == "real" and (why := unsupported() or not_built()):
+        parser.error(f"--node real: {why}")
     signal.signal(signal.SIGTERM, _terminate)
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -1208,14 +1231,21 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     t0 = time.monotonic()
     results: list[SizeResult] = []
-    with LocalCluster(workdir=args.workdir / "cluster") as cluster:
-        say(f"Local control plane ready in {time.monotonic() - t0:.1f}s")
+    real = args.node == "real"
+    with LocalCluster(workdir=args.workdir / "cluster", local_node=not real) as cluster:
         server = ScriptedModelServer()
         bench: Bench | None = None
+        node = RealNode(args.workdir / "node", cluster) if real else None
         try:
+            if node is not None:
+                node.start()
+                # Tool pods run the image make image built (imported, never pulled).
+                operator_env.setdefault("AGENTRUN_TOOL_IMAGE", node.image)
+                say(f"Real node {node.name}: kubelet and containerd, tool image {node.image}")
+            say(f"Local control plane ready in {time.monotonic() - t0:.1f}s")
             server.start()
             stack.install_crds(cluster)
-            bench = Bench(cluster, server, args, operator_env)
+            bench = Bench(cluster, server, args, operator_env, node)
             for n in sizes:
                 say(f"\n-- {n} incident(s) at once (load average {loadavg()}) --")
                 results.append(bench.run_size(n))
@@ -1224,6 +1254,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             if bench is not None:
                 bench.stop_all()
             server.stop()
+            if node is not None:
+                node.stop()
     summary(results, args)
     say(f"Total time {time.monotonic() - t0:.0f}s")
     failed = sum(len(r.failed) for r in results)
