@@ -122,3 +122,25 @@ def test_a_changed_prompt_turns_an_exported_case_red(
     monkeypatch.setattr(harness, "prompt_of", changed)
     diff = harness.golden_diff(again, asyncio.run(harness.replay(again)))
     assert diff is not None and "+You are an SRE bot" in diff
+
+
+def test_reads_one_reply_asked_for_together_are_exported_as_one_reply(tmp_path: Path) -> None:
+    # Steps 2 and 3 of the recording become one reply of two read calls (they run together,
+    # each its own step, so step 3 is never asked): the export must replay them together too.
+    case = as_cluster(harness.load_case("replicas-mismatch"))
+    model = case.recording["model"]
+    together = {
+        "raw_tool_calls": [
+            {"name": model[1]["tool"], "arguments": model[1]["arguments"]},
+            {"name": model[2]["tool"], "arguments": model[2]["arguments"]},
+        ]
+    }
+    recording = {**case.recording, "model": [model[0], together, {"text": "gap"}, *model[3:]]}
+    case = dataclasses.replace(case, recording=recording)
+    source = asyncio.run(harness.replay(case))
+    again = exported(case, tmp_path, "together")
+    assert again.recording["model"][1] == together
+    out = asyncio.run(harness.replay(again))
+    assert out.requests == source.requests
+    assert len(out.requests) == len(model) - 1  # one model request for the two reads
+    assert out.answer == source.answer

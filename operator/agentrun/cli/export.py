@@ -49,11 +49,18 @@ def model_entries(status: AgentRunStatus, notes: list[str]) -> list[dict[str, An
     event of a step is its answer (a failed model request is recorded at the step before)."""
     entries: list[dict[str, Any]] = []
     answer = status.result.answer if status.result is not None else ""
+    together = _replies_of_several(status.thread)
     for step in range(1, status.step + 1):
         events = _events(status, step)
         first = events[0] if events else None
         calls = [e for e in events if e.type is EventType.TOOL_CALL]
-        if first is None:
+        if step in together:
+            if together[step]:  # the reply: every call, to run together again
+                raw = [{"name": c.tool, "arguments": c.arguments or {}} for c in together[step]]
+                entries.append({"raw_tool_calls": raw})
+            else:  # a later call of that reply took this step: the model is not asked here
+                entries.append({"text": f"(step {step} ran a call of an earlier reply)"})
+        elif first is None:
             notes.append(f"step {step}: not in the thread (dropped for size); replayed as text")
             entries.append({"text": f"(step {step} was not kept in the run's thread)"})
         elif first.type is EventType.TOOL_CALL and len(calls) > 1:
@@ -72,6 +79,28 @@ def model_entries(status: AgentRunStatus, notes: list[str]) -> list[dict[str, An
             notes.append(f"step {step}: an invalid reply, replayed as the error it gave")
             entries.append({"invalid": first.content})
     return entries
+
+
+def _replies_of_several(thread: list[ThreadEvent]) -> dict[int, list[ThreadEvent]]:
+    """Read calls one reply asked for together (status.batch): their ToolCall events stand
+    next to each other at consecutive steps, before any result. The first step -> the calls;
+    each later step of the reply -> [] (a replay asks the model once for all of them)."""
+    out: dict[int, list[ThreadEvent]] = {}
+    run: list[ThreadEvent] = []
+    for event in [*thread, None]:
+        if (
+            event is not None
+            and event.type is EventType.TOOL_CALL
+            and event.step > 0
+            and (not run or event.step == run[-1].step + 1)
+        ):
+            run.append(event)
+            continue
+        if len(run) > 1:
+            out[run[0].step] = list(run)
+            out.update({c.step: [] for c in run[1:]})
+        run = [event] if event is not None and event.type is EventType.TOOL_CALL else []
+    return out
 
 
 def _outcome(events: list[ThreadEvent], call: ThreadEvent) -> ThreadEvent | None:
