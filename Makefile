@@ -99,7 +99,7 @@ eval-refresh: venv
 
 # ---- scale benchmark: 100, 200 and 500 runs in flight, then the incident benchmark ----
 # (see docs/benchmarks.md; about an hour on 2 cores)
-.PHONY: bench bench-incident
+.PHONY: bench bench-incident bench-incident-real
 bench: venv cluster-bin
 	$(PY) -m benchmarks.scale --sizes 100,200,500 $(BENCH_ARGS)
 	$(MAKE) bench-incident
@@ -111,6 +111,12 @@ bench-incident: venv cluster-bin
 	$(PY) -m benchmarks.incident --sizes 1,100,500,2000 $(INCIDENT_ARGS)
 	$(PY) -m benchmarks.incident --sizes 1,100 --tools builtin \
 		--workdir .local/bench-incident-builtin $(INCIDENT_ARGS)
+
+# The same on a real kubelet (containerd, runc, the image; root): the unit is what a user's
+# cluster pays for a Job, not the stand-in's local process.
+bench-incident-real: venv cluster-bin node-bin image
+	$(PY) -m benchmarks.incident --sizes 1,100 --node real \
+		--workdir .local/bench-incident-real $(INCIDENT_ARGS)
 
 # Prompt tokens per step, compacted vs naive (pure; see docs/benchmarks.md).
 .PHONY: bench-context
