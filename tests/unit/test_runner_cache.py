@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
+import weakref
 from typing import Any
 
 from kubernetes import client as k8s
@@ -162,3 +165,33 @@ def test_news_of_a_job_steps_the_run_only_for_its_current_action() -> None:
     assert r._stale(state, "r-1") is True
     state.done = True
     assert r._stale(state, "r-1") is True
+
+
+_TRIGGER: contextvars.ContextVar[object] = contextvars.ContextVar("trigger")
+
+
+class _Event:
+    """Stands for the event a kopf handler holds in its context (a run, Job or pod body)."""
+
+
+def test_a_pending_wake_up_keeps_nothing_of_the_trigger_that_set_it() -> None:
+    # A parked run waits hours for approval with its expiry wake-up pending: that must not
+    # keep the event it parked on alive (kopf keeps it in the handler's context).
+    async def scenario() -> tuple[bool, bool]:
+        r = runner()
+        event = _Event()
+        gone = weakref.ref(event)
+
+        async def handler(trigger: _Event) -> None:
+            _TRIGGER.set(trigger)
+            r._wake_later("ns", "r", 3600)
+
+        await asyncio.get_running_loop().create_task(handler(event))
+        del event
+        await asyncio.sleep(0)  # the finished handler task is let go
+        gc.collect()
+        state = r._runs["ns/r"]
+        pending = state.wake is not None and not state.wake.cancelled()
+        return pending, gone() is None
+
+    assert asyncio.run(scenario()) == (True, True)

@@ -8,6 +8,7 @@ keeps the per-run state (the lock, the newest body, wake-ups) and the rounds of 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -539,7 +540,10 @@ class Runner:
             return  # an earlier wake-up is already due
         if state.wake is not None:
             state.wake.cancel()
-        state.wake = loop.call_at(when, self._spawn, namespace, name)
+        # A fresh context: call_at keeps a copy of the caller's, and there kopf's handler
+        # context holds its event (a run, Job or pod body, tens of KiB) for as long as the
+        # run waits, hours for a run parked on approval with its expiry wake-up.
+        state.wake = loop.call_at(when, self._spawn, namespace, name, context=contextvars.Context())
 
     def _spawn(self, namespace: str, name: str) -> None:
         self._background(self.step(namespace, name))
