@@ -45,6 +45,7 @@ from agentrun.operator import metrics, persist
 from agentrun.operator.access import WriteAccess
 from agentrun.operator.execute import Executor, Outputs, running_jobs, transient
 from agentrun.operator.ledger import JobLedger
+from agentrun.operator.memory import Trimmer, malloc_trim
 from agentrun.operator.observe import Observer
 from agentrun.operator.settings import Settings
 from agentrun.operator.toolpods import ToolPods
@@ -140,6 +141,7 @@ class Runner:
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.jobs = JobLedger()
+        self.trimmer = Trimmer(malloc_trim())  # the heap back to the system after a burst
         # Read past any tool's own output limit so the envelope line is never cut.
         log_limit = max(settings.output_limit_bytes, MAX_TOOL_OUTPUT_BYTES + 64 * 1024)
         self.pods = ToolPods(api, log_limit)
@@ -236,6 +238,20 @@ class Runner:
         `for_job`: the trigger is news of that Job (or its pod), stale unless it is the run's
         current one."""
         state = self._state(f"{namespace}/{name}")
+        self.trimmer.busy()
+        try:
+            await self._step(state, namespace, name, job, for_job)
+        finally:
+            self.trimmer.idle()
+
+    async def _step(
+        self,
+        state: _RunState,
+        namespace: str,
+        name: str,
+        job: dict[str, Any] | None,
+        for_job: str | None,
+    ) -> None:
         async with state.lock:
             if for_job is not None and self._stale(state, for_job):
                 return
