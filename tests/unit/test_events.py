@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentrun.kube.events import COMBINED, SIMILAR, WINDOW_SECONDS, Correlator
+from agentrun.kube.events import CACHE_SIZE, COMBINED, SIMILAR, WINDOW_SECONDS, Correlator
 
 
 def emit(c: Correlator, reason: str, message: str, now: float, uid: str = "u1") -> str | None:
@@ -42,3 +42,24 @@ def test_a_forgotten_event_is_created_anew() -> None:
     assert e.existing == "ev-0"
     c.forget(key)
     assert emit(c, "Started", "Run started", 2) is None
+
+
+def test_similar_events_are_combined_only_within_the_window() -> None:
+    c = Correlator()
+    for i in range(SIMILAR):
+        emit(c, "ToolChanged", f"changed {i}", i)
+    _, late = c.next("ns", "u1", "Normal", "ToolChanged", "changed late", SIMILAR + WINDOW_SECONDS)
+    assert late.message == "changed late"  # the earlier ones are past the window
+
+
+def test_what_is_kept_per_object_stays_bounded() -> None:
+    # Parked runs keep their Events' entries: per object and in all, the memory is bounded.
+    c = Correlator()
+    for i in range(1000):
+        emit(c, "ToolChanged", f"changed {i}", i / 10)
+    assert max(len(times) for times in c._similar.values()) <= SIMILAR + 1
+    _, e = c.next("ns", "u1", "Normal", "ToolChanged", "changed again", 100)
+    assert e.message.startswith(COMBINED)
+    for i in range(CACHE_SIZE + 10):
+        emit(c, "Started", "Run started", 200, uid=f"run-{i}")
+    assert len(c._seen) <= CACHE_SIZE and len(c._similar) <= CACHE_SIZE
