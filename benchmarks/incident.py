@@ -838,7 +838,7 @@ class Bench:
             with seen.cond:
                 last = max(seen.proposed.values(), default=time.time())
             res.elapsed = last - t0
-            time.sleep(2.0)  # every run parked: what the operator keeps for N runs in flight
+            time.sleep(self.args.settle)  # all parked: what the operator keeps for N runs
             after_cpu = self.cpu_now(extra)
             after_samples = request_samples(metrics_api)
             after = request_counts(after_samples)
@@ -1181,6 +1181,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     parser.add_argument(
         "--create-threads", type=int, default=8, help="alerts sent (runs created) at once"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds from the last write proposed to reading the operator's memory (its heap "
+        "is given back up to ~10 s after a burst: docs/benchmarks.md, memory per parked run)",
     )
     parser.add_argument("--size-timeout-base", type=float, default=300)
     parser.add_argument("--size-timeout-per-run", type=float, default=3.0)
