@@ -32,6 +32,7 @@ from agentrun.receiver import server as alert_receiver
 RUNS = (GROUP, VERSION, "agentruns")
 POD_FINISHED = "status.phase!=Pending,status.phase!=Running"
 RESTART_SECONDS = 3
+IDLE_WORKER_SECONDS = 0.5
 STOP_GRACE_SECONDS = 15  # kopf's own stop takes ~5 s: its handlers' grace and queue draining
 log = logging.getLogger("agentrun.operator")
 
@@ -78,6 +79,10 @@ async def configure(
     # Events are posted deliberately by the runner, one per transition, not per log line.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
+    # kopf's per-object worker keeps the object's last event (a whole run, Job or pod body)
+    # while it idles before exiting: 5 s by default, thousands of bodies at once in a burst of
+    # runs, and the heap keeps that high-water mark after the burst (docs/benchmarks.md).
+    settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
     # A standby replica takes over this long after the active one stops renewing its lease.
     settings.peering.lifetime = int(os.environ.get("AGENTRUN_PEERING_LIFETIME", "15"))
     # Kubernetes calls run in threads; one per in-flight call, not the default handful.
