@@ -1,13 +1,13 @@
-"""Giving memory back after a burst of runs: glibc's malloc_trim once the runner is quiet.
+"""Giving memory back after a burst of runs: glibc's malloc_trim, soon after steps ran.
 
 An alert storm puts hundreds of runs in flight at once; once they are parked for a human
 each keeps a few KiB, but the C allocator keeps the pages the burst freed (VmRSS stays at
 its high-water mark). malloc_trim(0) returns the free pages of every arena to the system.
-It costs milliseconds (1-3 ms measured for a 50 MiB heap), so it runs in a worker thread
-once no step has been in flight for QUIET_SECONDS, at most once per MIN_INTERVAL seconds,
-and only after steps ran since the last one. With PYTHONMALLOC=malloc (the image's and the
-chart's default) Python's objects live in those arenas too; pymalloc's own 1 MiB arenas
-would stay pinned by the few objects each parked run keeps (docs/benchmarks.md).
+It costs milliseconds (1-3 ms measured for a 50 MiB heap, 17 ms for 240 MiB), so it runs in
+a worker thread, at most once per INTERVAL_SECONDS and only after steps ran. It reaches what
+glibc holds (blocks over 512 bytes, the I/O threads' buffers), not pymalloc's 1 MiB arenas
+of small objects, which stay while any object in them lives (docs/benchmarks.md, "Memory
+per parked run").
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import asyncio
 import contextvars
 import ctypes
 import logging
-import time
 from collections.abc import Callable
 
 log = logging.getLogger("agentrun.operator.memory")
 
-QUIET_SECONDS = 1.0
-MIN_INTERVAL = 10.0
+INTERVAL_SECONDS = 10.0
 
 Trim = Callable[[], object]
 
@@ -43,44 +41,27 @@ def malloc_trim() -> Trim | None:
 
 
 class Trimmer:
-    """Counts steps in flight; trims once they have all ended and stayed so for `quiet`."""
+    """Trims `interval` seconds after the first step since the last trim: during a burst at
+    most once per interval, and once more within `interval` of its last step. Not on a
+    quiet spell: a trickle of late Job and pod events after a burst may never leave one."""
 
-    def __init__(
-        self,
-        trim: Trim | None,
-        quiet: float = QUIET_SECONDS,
-        interval: float = MIN_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._trim, self._quiet, self._interval, self._clock = trim, quiet, interval, clock
-        self._busy = 0
-        self._dirty = False  # steps ran since the last trim
-        self._last = float("-inf")
+    def __init__(self, trim: Trim | None, interval: float = INTERVAL_SECONDS) -> None:
+        self._trim, self._interval = trim, interval
         self._timer: asyncio.TimerHandle | None = None
         self.trims = 0
 
-    def busy(self) -> None:
-        self._busy += 1
-        self._dirty = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def idle(self) -> None:
-        self._busy -= 1
-        if self._busy > 0 or not self._dirty or self._trim is None or self._timer is not None:
+    def stepped(self) -> None:
+        if self._trim is None or self._timer is not None:
             return
-        delay = max(self._quiet, self._last + self._interval - self._clock())
-        # A fresh context: nothing of the step that ended is kept alive by the timer.
+        # A fresh context: nothing of the step that set the timer is kept alive by it.
         self._timer = asyncio.get_running_loop().call_later(
-            delay, self._run, context=contextvars.Context()
+            self._interval, self._run, context=contextvars.Context()
         )
 
     def _run(self) -> None:
         self._timer = None
-        if self._busy > 0 or self._trim is None:
+        if self._trim is None:
             return
-        self._dirty, self._last = False, self._clock()
         self.trims += 1
         done = asyncio.get_running_loop().run_in_executor(None, self._trim)
         done.add_done_callback(_log_failure)

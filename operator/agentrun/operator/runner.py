@@ -238,20 +238,7 @@ class Runner:
         `for_job`: the trigger is news of that Job (or its pod), stale unless it is the run's
         current one."""
         state = self._state(f"{namespace}/{name}")
-        self.trimmer.busy()
-        try:
-            await self._step(state, namespace, name, job, for_job)
-        finally:
-            self.trimmer.idle()
-
-    async def _step(
-        self,
-        state: _RunState,
-        namespace: str,
-        name: str,
-        job: dict[str, Any] | None,
-        for_job: str | None,
-    ) -> None:
+        self.trimmer.stepped()
         async with state.lock:
             if for_job is not None and self._stale(state, for_job):
                 return
