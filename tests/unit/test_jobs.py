@@ -9,7 +9,7 @@ import pytest
 
 from agentrun.api import AgentToolSpec
 from agentrun.api.naming import canonical_json, job_name, output_name
-from agentrun.engine.core import FORGED, JobPhase
+from agentrun.engine.core import FORGED, JOB_DEADLINE, JobPhase
 from agentrun.engine.policy import Policy, snapshot
 from agentrun.operator import jobs
 from agentrun.tool.envelope import Envelope
@@ -380,7 +380,7 @@ def test_a_job_past_its_deadline_before_its_pod_ran_says_it_never_started() -> N
     deadline = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}
     found = {**manifest, "status": {"conditions": [deadline]}}
     obs = jobs.job_observation(found, None, None, None)
-    assert (obs.phase, obs.reason) == (JobPhase.FAILED, jobs.JOB_DEADLINE)
+    assert (obs.phase, obs.reason) == (JobPhase.FAILED, JOB_DEADLINE)
     assert f"deadline of {30 + jobs.DEFAULT_START_SECONDS}s passed (no pod yet)" in obs.message
     pending = {"status": {"phase": "Pending"}}
     assert "(pod Pending)" in jobs.job_observation(found, pending, None, None).message

@@ -53,13 +53,10 @@ def model_entries(status: AgentRunStatus, notes: list[str]) -> list[dict[str, An
     for step in range(1, status.step + 1):
         events = _events(status, step)
         first = events[0] if events else None
-        calls = [e for e in events if e.type is EventType.TOOL_CALL]
-        if step in together:
-            if together[step]:  # the reply: every call, to run together again
-                raw = [{"name": c.tool, "arguments": c.arguments or {}} for c in together[step]]
-                entries.append({"raw_tool_calls": raw})
-            else:  # a later call of that reply took this step: the model is not asked here
-                entries.append({"text": f"(step {step} ran a call of an earlier reply)"})
+        # A reply of several reads: every call at its first step, to run together again.
+        calls = together.get(step) or [e for e in events if e.type is EventType.TOOL_CALL]
+        if together.get(step) == []:  # a later call of that reply took this step
+            entries.append({"text": f"(step {step} ran a call of an earlier reply)"})
         elif first is None:
             notes.append(f"step {step}: not in the thread (dropped for size); replayed as text")
             entries.append({"text": f"(step {step} was not kept in the run's thread)"})

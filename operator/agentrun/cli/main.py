@@ -123,14 +123,12 @@ class Kube:
         return [(cm["metadata"]["name"], dict(cm.get("data") or {})) for cm in found]
 
     def pods(self, namespace: str, selector: str) -> list[str]:
-        found = self.kube.list_pods(self.api, namespace, selector)
-        # RFC 3339 UTC timestamps sort as text.
-        ordered = sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-        return [p["metadata"]["name"] for p in ordered]
+        return [name for name, _ in self.pod_containers(namespace, selector)]
 
     def pod_containers(self, namespace: str, selector: str) -> list[tuple[str, list[str]]]:
         """The pods of a selector, oldest first, each with its containers' names."""
         found = self.kube.list_pods(self.api, namespace, selector)
+        # RFC 3339 UTC timestamps sort as text.
         ordered = sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return [
             (p["metadata"]["name"], [c["name"] for c in p["spec"].get("containers", [])])

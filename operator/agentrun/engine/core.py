@@ -56,6 +56,9 @@ from agentrun.engine.templating import MissingValue, fill
 from agentrun.text import clip as clip_text
 
 FORGED = "ForgedJob"  # JobObservation.reason: the Job or pod is not the one the operator made
+# JobObservation.reason: the Job's deadline passed before its pod ran to the end (the pod
+# waited for a node, or started too late); "DeadlineExceeded" is the tool's own timeout.
+JOB_DEADLINE = "JobDeadlineExceeded"
 MAX_THREAD_EVENTS = 200
 MAX_EVENT_CONTENT = 4000
 MAX_APPROVAL_RECORDS = 50
@@ -862,7 +865,7 @@ def _outcome(st: _Step, current: CurrentAction, job: JobObservation) -> ThreadEv
     elif job.reason == "DeadlineExceeded":
         timeout = current.snapshot.timeoutSeconds if current.snapshot else 0
         text = f"Tool {current.tool} timed out after {timeout}s (Job {current.jobRef})."
-    elif job.reason == "JobDeadlineExceeded":
+    elif job.reason == JOB_DEADLINE:
         text = (
             f"Tool {current.tool} was not done when its Job's deadline passed: it waited for "
             f"a node, or started too late to finish; {job.message} (Job {current.jobRef})."

@@ -17,7 +17,7 @@ from agentrun.api import (
     ToolSnapshot,
 )
 from agentrun.api.naming import canonical_json, output_name
-from agentrun.engine.core import FORGED, CreateJob, JobObservation, JobPhase
+from agentrun.engine.core import FORGED, JOB_DEADLINE, CreateJob, JobObservation, JobPhase
 from agentrun.tool.builtins.common import PRECONDITIONS_ENV
 from agentrun.tool.envelope import ENVELOPE_KEY, Envelope
 from agentrun.tool.mcp_digest import HEADER_PREFIX as MCP_HEADER_PREFIX
@@ -41,8 +41,6 @@ COMPACT_LIMIT = 4000
 # up: a tool's timeoutSeconds bounds its run on the node (the pod's deadline), not the queue
 # an incident storm makes in front of it (the Job's deadline is the sum).
 DEFAULT_START_SECONDS = 300
-# The Job's deadline passed before its pod ran to the end: not started in time, or cut short.
-JOB_DEADLINE = "JobDeadlineExceeded"
 LOG_TAIL_LINES = 20
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agentrun.engine import policy
+from agentrun.operator import jobs
 
 
 @dataclass
@@ -20,4 +21,4 @@ class Settings:
     run_output_budget_bytes: int = 8 * 1024 * 1024
     # How long a tool pod may wait for a node before its Job gives up (AGENTRUN_TOOL_START_
     # SECONDS, chart value tools.startSeconds); the tool's timeout counts once it runs.
-    tool_start_seconds: int = 300
+    tool_start_seconds: int = jobs.DEFAULT_START_SECONDS
