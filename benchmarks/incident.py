@@ -474,6 +474,13 @@ class JobClock:
     def sample(self, count: int) -> list[float]:
         return [self.round_trip() for _ in range(count)]
 
+    def burst(self, count: int, threads: int) -> list[float]:
+        """`count` bare Jobs sent at once (`threads` creates in flight, as the alerts), each
+        timed from its create to its pod done*: what the cluster takes for a Job when a
+        burst of that size arrives, with no operator in the way."""
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(lambda _: self.round_trip(), range(count)))
+
     def start_sampling(self, probes: int) -> None:
         self._stop.clear()
         self.under_load = []
@@ -613,6 +620,7 @@ class SizeResult:
     job_idle: list[float] = field(default_factory=list)
     job_load: list[float] = field(default_factory=list)
     job_errors: int = 0
+    job_burst: list[float] = field(default_factory=list)  # N bare Jobs at once, operator gone
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # sampler's out
     requests_raw: Counter[tuple[str, str]] = field(default_factory=Counter)
     job_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # per bare Job
@@ -645,6 +653,12 @@ class SizeResult:
     @property
     def ref_name(self) -> str:
         return "under load" if self.n > 1 and self.job_load else "idle"
+
+    @property
+    def burst_ref(self) -> float:
+        """A Job round trip in a burst of N bare Jobs (p50); the idle unit at N=1."""
+        ref = self.job_burst if self.n > 1 else self.job_idle
+        return statistics.median(ref) if ref else float("nan")
 
 
 class Bench:
@@ -847,6 +861,20 @@ class Bench:
             res.rss_end = mem.get("VmRSS", float("nan"))
             res.rss_peak = mem.get("VmHWM", float("nan"))
             self.stop_all()
+        if 1 < n <= self.args.burst_max:
+            # The same N Jobs' worth of work for the cluster alone: fresh watches, the
+            # operator stopped (the incidents' Jobs and pods stay, as during the load).
+            burst = JobClock(self.cluster, ns, self.args.tools, image)
+            burst.count = clock.count
+            try:
+                res.job_burst = burst.burst(n, self.args.create_threads)
+            finally:
+                burst.close()
+            say(
+                f"  Job round trip in a burst of {n} bare Jobs (operator stopped): median "
+                f"{fmt_s(statistics.median(res.job_burst))} s, p99 "
+                f"{fmt_s(pct(res.job_burst, 0.99))} s"
+            )
         res.requests_raw = after - before
         secs_before, secs_after = request_seconds(before_samples), request_seconds(after_samples)
         for key, (total, count) in secs_after.items():
@@ -1024,6 +1052,14 @@ def report(res: SizeResult) -> None:
         f"  {'(s; * = seen by our watch)':40} {'n':>5} {'p50':>8} {'p99':>8} {'max':>8} "
         f"{'p50/Job':>8} {'p99/Job':>8}"
     )
+    if res.job_burst:
+        b50, b99 = statistics.median(res.job_burst), pct(res.job_burst, 0.99)
+        say(
+            f"  Job round trip in a burst of {res.n} bare Jobs (operator stopped): p50 "
+            f"{fmt_s(b50)} s, p99 {fmt_s(b99)} s; alert -> first model request over it: p50 "
+            f"{statistics.median(res.alert_first) / b50:.2f}x, p99 "
+            f"{pct(res.alert_first, 0.99) / b99:.2f}x"
+        )
     say(dist_row("alert -> first model request", res.alert_first, ref))
     say(dist_row("alert -> write proposed*", res.alert_proposed, ref))
     say(dist_row("alert -> run created", res.alert_created, ref))
@@ -1094,7 +1130,8 @@ def summary(results: list[SizeResult], args: argparse.Namespace) -> None:
     say(
         f"{'N':>5} {'ok':>5} {'Job s':>6} {'1st p50':>8} {'1st p99':>8} {'x p50':>6} "
         f"{'x p99':>6} {'wr p50':>8} {'wr p99':>8} {'x p50':>6} {'x p99':>6} {'c>1st p99':>9} "
-        f"{'req/st':>6} {'req/run':>7} {'RSS MiB':>7} {'HWM':>5}  load"
+        f"{'req/st':>6} {'req/run':>7} {'RSS MiB':>7} {'HWM':>5} {'burst s':>7} {'x b50':>6} "
+        f"{'x b99':>6}  load"
     )
     for r in results:
         if not r.ok:
@@ -1104,19 +1141,23 @@ def summary(results: list[SizeResult], args: argparse.Namespace) -> None:
         f50, f99 = statistics.median(r.alert_first), pct(r.alert_first, 0.99)
         w50, w99 = statistics.median(r.alert_proposed), pct(r.alert_proposed, 0.99)
         total = sum(r.requests.values())
+        b50 = r.burst_ref
+        b99 = pct(r.job_burst, 0.99) if r.job_burst else b50
         say(
             f"{r.n:5d} {r.ok:5d} {ref:6.2f} {f50:8.2f} {f99:8.2f} {f50 / ref:6.2f} "
             f"{f99 / ref:6.2f} {w50:8.2f} {w99:8.2f} {w50 / ref:6.2f} {w99 / ref:6.2f} "
             f"{pct(r.created_first, 0.99):9.2f} {total / max(r.steps, 1):6.1f} "
-            f"{total / r.ok:7.1f} {r.rss_end:7.0f} {r.rss_peak:5.0f}  "
-            f"{r.load_start} -> {r.load_end}"
+            f"{total / r.ok:7.1f} {r.rss_end:7.0f} {r.rss_peak:5.0f} {b50:7.2f} "
+            f"{f50 / b50:6.2f} {f99 / b99:6.2f}  {r.load_start} -> {r.load_end}"
         )
     say(
         "s unless noted; Job s = the unit: one bare Job's round trip (idle at N=1, sampled "
         "during the load at N>1); 1st = alert -> first model request; wr = alert -> write "
         "proposed; x = / the unit; c>1st = created -> first model request; req/st, req/run = "
         "apiserver requests (all clients) per step (tool call or model call) and per incident; "
-        "RSS = operator VmRSS with all N runs parked, HWM = its peak. Targets (issue 17): "
+        "RSS = operator VmRSS with all N runs parked, HWM = its peak; burst s = p50 round "
+        "trip of N bare Jobs sent at once with the operator stopped (the idle unit at N=1), "
+        "x b50, x b99 = 1st p50 / burst p50, 1st p99 / burst p99. Targets (issue 17): "
         "1st p50 within 1.5 Job round trips at 1 and 100."
     )
     sized = sorted((r for r in results if r.ok and r.n > 1), key=lambda r: r.n)
@@ -1188,6 +1229,13 @@ def main(argv: Iterable[str] | None = None) -> int:
         default=2.0,
         help="seconds from the last write proposed to reading the operator's memory (its heap "
         "is given back up to ~10 s after a burst: docs/benchmarks.md, memory per parked run)",
+    )
+    parser.add_argument(
+        "--burst-max",
+        type=int,
+        default=500,
+        help="after each size N>1 up to this, N bare Jobs at once with the operator stopped: "
+        "the cluster's own Job round trip in a burst of N (0: never)",
     )
     parser.add_argument("--size-timeout-base", type=float, default=300)
     parser.add_argument("--size-timeout-per-run", type=float, default=3.0)

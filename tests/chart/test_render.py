@@ -210,6 +210,7 @@ def test_full_values_reach_the_manifests() -> None:
     assert env["AGENTRUN_IO_THREADS"] == "16"
     assert env["AGENTRUN_COALESCE_SECONDS"] == "0"
     assert env["AGENTRUN_TOOL_START_SECONDS"] == "600"
+    assert env["AGENTRUN_MAX_ACTIVE_RUNS"] == "50"
     assert c["livenessProbe"]["failureThreshold"] == 4
     assert c["readinessProbe"]["periodSeconds"] == 5
     assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}

@@ -59,6 +59,7 @@ FORGED = "ForgedJob"  # JobObservation.reason: the Job or pod is not the one the
 # JobObservation.reason: the Job's deadline passed before its pod ran to the end (the pod
 # waited for a node, or started too late); "DeadlineExceeded" is the tool's own timeout.
 JOB_DEADLINE = "JobDeadlineExceeded"
+QUEUED = "Queued"  # Running=False reason: held back by the operator's cap on runs in progress
 MAX_THREAD_EVENTS = 200
 MAX_EVENT_CONTENT = 4000
 MAX_APPROVAL_RECORDS = 50
@@ -158,6 +159,9 @@ class Observations:
     # The Jobs of status.batch still without a result, by Job name.
     batch: Mapping[str, JobObservation] = field(default_factory=dict)
     deleting: bool = False
+    # Why the adapter holds this not yet started run back (its cap on runs in progress);
+    # empty: it may start.
+    queued: str = ""
 
 
 # ---------------------------------------------------------------- actions
@@ -450,6 +454,11 @@ def _transition(st: _Step) -> None:
     limits = effective_limits(st.run, config.agent)
     st.config = config
 
+    if status.startTime is None and obs.queued:
+        # Pending until a place is free; the adapter steps it again then. Nothing else is
+        # due: its timeout counts from its start.
+        st.set(cond.RUNNING, ConditionStatus.FALSE, QUEUED, obs.queued)
+        return
     if status.startTime is None and not _start(st, config):
         return
 

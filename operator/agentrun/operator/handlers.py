@@ -107,6 +107,9 @@ async def configure(
             tool_start_seconds=int(
                 os.environ.get("AGENTRUN_TOOL_START_SECONDS", Settings.tool_start_seconds)
             ),
+            max_active_runs=int(
+                os.environ.get("AGENTRUN_MAX_ACTIVE_RUNS", Settings.max_active_runs)
+            ),
         ),
         RunTracer.from_env(),  # None unless OTEL_EXPORTER_OTLP_* asks for traces
     )
@@ -121,7 +124,10 @@ async def configure(
     memo.receiver = await alert_receiver.serve_from_env(api)
     address = os.environ.get("AGENTRUN_METRICS", "")
     if address:
-        metrics.serve(address, metrics.RunsCollector(runner.snapshots, lambda: datetime.now(UTC)))
+        metrics.serve(
+            address,
+            metrics.RunsCollector(runner.snapshots, lambda: datetime.now(UTC), runner.load),
+        )
 
 
 @kopf.on.cleanup()

@@ -56,9 +56,15 @@ class RunSnapshot:
 class RunsCollector(Collector):
     """Runs by phase and approval waits, computed at scrape time from the runner's view."""
 
-    def __init__(self, snapshot: Callable[[], Iterable[RunSnapshot]], now: Callable[[], datetime]):
+    def __init__(
+        self,
+        snapshot: Callable[[], Iterable[RunSnapshot]],
+        now: Callable[[], datetime],
+        load: Callable[[], tuple[int, int]] = lambda: (0, 0),
+    ):
         self.snapshot = snapshot
         self.now = now
+        self.load = load  # (runs in progress, new runs queued behind the cap)
 
     def collect(self) -> Iterable[Metric]:
         by_phase = GaugeMetricFamily(
@@ -90,7 +96,22 @@ class RunsCollector(Collector):
         for agent, n in sorted(counts.items()):
             waiting.add_metric([agent], n)
             longest.add_metric([agent], oldest.get(agent, 0.0))
-        return [by_phase, waiting, longest]
+        active, queued = self.load()
+        return [
+            by_phase,
+            waiting,
+            longest,
+            GaugeMetricFamily(
+                "agentrun_runs_in_progress",
+                "Runs working now (started, not waiting for a human, not finished).",
+                value=active,
+            ),
+            GaugeMetricFamily(
+                "agentrun_runs_queued",
+                "New runs waiting to start behind the cap on runs in progress.",
+                value=queued,
+            ),
+        ]
 
 
 _served: list[RunsCollector] = []
@@ -104,6 +125,7 @@ def serve(address: str, collector: RunsCollector) -> None:
     """
     if _served:
         _served[0].snapshot, _served[0].now = collector.snapshot, collector.now
+        _served[0].load = collector.load
         return
     REGISTRY.register(collector)
     host, _, port = address.rpartition(":")

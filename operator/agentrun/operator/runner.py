@@ -102,7 +102,11 @@ class _Trigger:
     def observe(self, **produced: Any) -> None:
         """The next round's observations: what the last one's actions produced."""
         self.obs = Observations(
-            now=_now(), config=self.obs.config, deleting=self.obs.deleting, **produced
+            now=_now(),
+            config=self.obs.config,
+            deleting=self.obs.deleting,
+            queued=self.obs.queued,
+            **produced,
         )
 
     def hold(
@@ -140,6 +144,10 @@ class Runner:
         self._runs: dict[str, _RunState] = {}
         self._seen: dict[str, metrics.RunSnapshot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Runs in progress (started, not parked for a human, not finished), and the new runs
+        # waiting for a place among them, in order of arrival.
+        self._active: set[str] = set()
+        self._queue: dict[str, None] = {}
         self.jobs = JobLedger()
         self.trimmer = Trimmer(malloc_trim())  # the heap back to the system after a burst
         # Read past any tool's own output limit so the envelope line is never cut.
@@ -195,6 +203,7 @@ class Runner:
 
     def forget(self, namespace: str, name: str) -> None:
         self._seen.pop(f"{namespace}/{name}", None)
+        self._release(f"{namespace}/{name}")
         state = self._runs.pop(f"{namespace}/{name}", None)
         if state is not None and state.wake is not None:
             state.wake.cancel()
@@ -208,6 +217,7 @@ class Runner:
             state = self._runs.get(key)
             if state is not None:
                 state.body, state.done = None, True
+            self._release(key)
             return False
         state = self._state(key)
         if persist.version(body) in state.own:
@@ -237,7 +247,8 @@ class Runner:
         """Advances one run as far as it can go without waiting, from its newest known body.
         `for_job`: the trigger is news of that Job (or its pod), stale unless it is the run's
         current one."""
-        state = self._state(f"{namespace}/{name}")
+        key = f"{namespace}/{name}"
+        state = self._state(key)
         self.trimmer.stepped()
         async with state.lock:
             if for_job is not None and self._stale(state, for_job):
@@ -248,13 +259,15 @@ class Runner:
                 if body is None:
                     self.forget(namespace, name)
                     return
-                await self._advance(state, body, job)
+                await self._advance(state, body, job, self._admit(key, body))
                 await state.outputs.stored()
                 if state.body is not None and _finished(state.body):
                     state.body, state.done = None, True
+                    self._release(key)
                 elif state.body is not None and _parked(state.body):
                     # Memory per waiting run stays small, whatever its thread holds.
                     state.awaiting, state.body, state.parked = _awaiting(state), None, True
+                    self._release(key)
             except (ApiException, HTTPError, OSError) as err:
                 if not transient(err):
                     self._failed_step(namespace, name, err)
@@ -270,6 +283,44 @@ class Runner:
                 self._wake_later(namespace, name, TRANSIENT_RETRY_SECONDS)
             except Exception as err:  # a bug must not stop the run for good
                 self._failed_step(namespace, name, err)
+
+    # ------------------------------------------------------------ runs in progress
+
+    def _admit(self, key: str, body: dict[str, Any]) -> str:
+        """Whether a step of this run may go on: empty, or why a new run waits (the cap on
+        runs in progress). A started run always goes on, and counts while it works."""
+        status = body.get("status") or {}
+        if status.get("startTime") is not None or _finished(body):
+            if not _finished(body) and not _parked(body):
+                self._active.add(key)
+            return ""
+        limit = self.settings.max_active_runs
+        if key in self._active or limit <= 0:
+            return ""
+        first = next(iter(self._queue), key)
+        if len(self._active) < limit and first == key:
+            self._queue.pop(key, None)
+            self._active.add(key)
+            return ""
+        self._queue.setdefault(key, None)
+        return (
+            f"Waiting to start: {limit} runs are in progress, the most this operator runs at "
+            "once (AGENTRUN_MAX_ACTIVE_RUNS); it starts, in order of arrival, when one of "
+            "them ends or waits for a human"
+        )
+
+    def _release(self, key: str) -> None:
+        """A run stopped working (parked, finished or gone): the next queued runs start."""
+        self._active.discard(key)
+        self._queue.pop(key, None)
+        free = self.settings.max_active_runs - len(self._active)
+        for waiting in list(self._queue)[: max(0, free)]:
+            namespace, _, name = waiting.partition("/")
+            self._wake_later(namespace, name, 0)
+
+    def load(self) -> tuple[int, int]:
+        """Runs in progress, and new runs waiting for a place among them."""
+        return len(self._active), len(self._queue)
 
     @staticmethod
     def _stale(state: _RunState, job: str) -> bool:
@@ -303,7 +354,11 @@ class Runner:
     # ------------------------------------------------------------ the loop
 
     async def _advance(
-        self, state: _RunState, body: dict[str, Any], job_hint: dict[str, Any] | None
+        self,
+        state: _RunState,
+        body: dict[str, Any],
+        job_hint: dict[str, Any] | None,
+        queued: str = "",
     ) -> None:
         meta = body["metadata"]
         try:
@@ -336,6 +391,7 @@ class Runner:
             deleting=deleting,
             job=seen.job,
             batch={b.job.name: b.job for b in batch if b.job is not None},
+            queued=queued,
         )
         asked: dict[int, ModelCall] = {}  # this trigger's model calls, by step
         try:

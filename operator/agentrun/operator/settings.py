@@ -22,3 +22,7 @@ class Settings:
     # How long a tool pod may wait for a node before its Job gives up (AGENTRUN_TOOL_START_
     # SECONDS, chart value tools.startSeconds); the tool's timeout counts once it runs.
     tool_start_seconds: int = jobs.DEFAULT_START_SECONDS
+    # Runs in progress at once (started, not waiting for a human, not finished); a new run
+    # past it waits, Pending with reason Queued, first come first served. What a burst of
+    # runs in flight costs in memory is bounded by it (docs/benchmarks.md). 0: no cap.
+    max_active_runs: int = 200
