@@ -474,12 +474,31 @@ class JobClock:
     def sample(self, count: int) -> list[float]:
         return [self.round_trip() for _ in range(count)]
 
-    def burst(self, count: int, threads: int) -> list[float]:
+    def burst(self, count: int, threads: int, timeout: float = 1800) -> list[float]:
         """`count` bare Jobs sent at once (`threads` creates in flight, as the alerts), each
         timed from its create to its pod done*: what the cluster takes for a Job when a
         burst of that size arrives, with no operator in the way."""
+        with self._lock:
+            first, self.count = self.count + 1, self.count + count
+        names = [f"job-rtt-{i:04d}" for i in range(first, first + count)]
+        sent: dict[str, float] = {}
+
+        def create(name: str) -> None:
+            if not hasattr(self._local, "api"):
+                self._local.api = new_api(self.cluster.kubeconfig)
+            batch: Any = k8s.BatchV1Api(self._local.api)
+            body: Any = bare_job(self.ns, name, self.tools, self.image)
+            sent[name] = time.time()
+            batch.create_namespaced_job(self.ns, body, _preload_content=False)
+
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            return list(pool.map(lambda _: self.round_trip(), range(count)))
+            list(pool.map(create, names))
+        with self.seen.cond:
+            self.seen.cond.wait_for(
+                lambda: all(self.seen.job_done(n) is not None for n in names), timeout
+            )
+            done = {n: self.seen.job_done(n) for n in names}
+        return [d - sent[n] for n, d in done.items() if d is not None]
 
     def start_sampling(self, probes: int) -> None:
         self._stop.clear()
