@@ -259,11 +259,16 @@ class Runner:
                 if body is None:
                     self.forget(namespace, name)
                     return
-                await self._advance(state, body, job, self._admit(key, body))
+                queued = self._admit(key, body)
+                await self._advance(state, body, job, queued)
                 await state.outputs.stored()
                 if state.body is not None and _finished(state.body):
                     state.body, state.done = None, True
                     self._release(key)
+                elif queued and state.body is not None:
+                    # A queued run keeps no body while it waits (thousands may, in a burst);
+                    # no Job of it runs, and its turn starts from a fresh read.
+                    state.body, state.parked = None, True
                 elif state.body is not None and _parked(state.body):
                     # Memory per waiting run stays small, whatever its thread holds.
                     state.awaiting, state.body, state.parked = _awaiting(state), None, True
