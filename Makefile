@@ -115,7 +115,7 @@ bench-incident: venv cluster-bin
 # The same on a real kubelet (containerd, runc, the image; root): the unit is what a user's
 # cluster pays for a Job, not the stand-in's local process.
 bench-incident-real: venv cluster-bin node-bin image
-	$(PY) -m benchmarks.incident --sizes 1,100 --node real \
+	$(PY) -m benchmarks.incident --sizes 1,100 --node real --single-rounds 30 \
 		--workdir .local/bench-incident-real $(INCIDENT_ARGS)
 
 # Prompt tokens per step, compacted vs naive (pure; see docs/benchmarks.md).

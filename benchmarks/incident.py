@@ -36,7 +36,9 @@ The unit is one Job round trip measured in the same run: a bare Job like one too
 watched until its pod succeeded* (or the Job Complete*, if first), which is when the
 operator may step. It is measured idle before each size (the unit at N=1, where the
 incidents run one after another) and during the load, three at a time, each back to back
-(`--job-probes`; the unit at N>1: they wait in the same queues as the tool Jobs).
+(`--job-probes`; the unit at N>1: they wait in the same queues as the tool Jobs). Idle Jobs
+and the incidents at N=1 each start after a random pause of up to `--jitter` seconds (1 by
+default), out of step with a real kubelet's once-a-second relist.
 
 Also per size: apiserver_request_total from the apiserver's own /metrics before and after
 the load, by verb and resource, per step (a step = one tool call or one model call) and per
@@ -60,6 +62,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -263,9 +266,10 @@ def receiver_config(namespace: str, port: int) -> dict[str, Any]:
     }
 
 
-def bare_job(namespace: str, name: str, tools: str, image: str) -> dict[str, Any]:
+def bare_job(namespace: str, name: str, tools: str, shape: dict[str, Any]) -> dict[str, Any]:
     """One tool call's Job as the operator builds it (operator/jobs.py build_job: command,
-    ServiceAccount, security context, deadline), the runbook call, but labelled so that the
+    ServiceAccount, security context, deadline, and `shape`: the image and resources of one
+    call's container in the warm-up's Job), the runbook call, but labelled so that the
     operator ignores it."""
     if tools == "echo":
         command, args = ["sh", "-c", f"echo '{envelope('runbook')}'"], []
@@ -303,7 +307,8 @@ def bare_job(namespace: str, name: str, tools: str, image: str) -> dict[str, Any
                     "containers": [
                         {
                             "name": "tool",
-                            "image": image,
+                            "image": shape["image"],
+                            "resources": shape.get("resources") or {},
                             "command": command,
                             "args": args,
                             "env": env,
@@ -431,12 +436,27 @@ def watchers(api: k8s.ApiClient, ns: str, seen: Seen, selector: str) -> list[Wat
 # ---------------------------------------------------------------- the Job round trip
 
 
+class Jitter:
+    """A random pause before each sample taken one after another (idle Jobs, the incidents at
+    N=1). A real kubelet reports a pod's end at its next relist, once a second: samples sent
+    back to back start at the same phase of that beat, so a whole run lands on one side of it
+    (all 1.0 s or all 2.0 s); alerts do not arrive in step with a node's clock."""
+
+    def __init__(self, seconds: float, seed: int = 17) -> None:
+        self.seconds = seconds
+        self._rng = random.Random(seed)
+
+    def pause(self) -> None:
+        if self.seconds > 0:
+            time.sleep(self._rng.uniform(0.0, self.seconds))
+
+
 class JobClock:
     """Bare Jobs created and watched to completion (the unit of the ratios): one at a time
     idle; during the load, `probes` at a time, each back to back."""
 
-    def __init__(self, cluster: LocalCluster, ns: str, tools: str, image: str) -> None:
-        self.cluster, self.ns, self.tools, self.image = cluster, ns, tools, image
+    def __init__(self, cluster: LocalCluster, ns: str, tools: str, shape: dict[str, Any]) -> None:
+        self.cluster, self.ns, self.tools, self.shape = cluster, ns, tools, shape
         self.seen = Seen()
         self.watchers = watchers(new_api(cluster.kubeconfig), ns, self.seen, LABEL_BARE)
         self.count = 0
@@ -453,7 +473,7 @@ class JobClock:
             name = f"job-rtt-{self.count:04d}"
         if not hasattr(self._local, "api"):
             self._local.api = new_api(self.cluster.kubeconfig)
-        body: Any = bare_job(self.ns, name, self.tools, self.image)
+        body: Any = bare_job(self.ns, name, self.tools, self.shape)
         batch: Any = k8s.BatchV1Api(self._local.api)
         sent = time.time()
         batch.create_namespaced_job(self.ns, body, _preload_content=False)
@@ -471,8 +491,12 @@ class JobClock:
                 raise RuntimeError(f"bare Job {name} failed")
         return finished - sent
 
-    def sample(self, count: int) -> list[float]:
-        return [self.round_trip() for _ in range(count)]
+    def sample(self, count: int, jitter: Jitter) -> list[float]:
+        out = []
+        for _ in range(count):
+            jitter.pause()
+            out.append(self.round_trip())
+        return out
 
     def burst(self, count: int, threads: int, timeout: float = 1800) -> list[float]:
         """`count` bare Jobs sent at once (`threads` creates in flight, as the alerts), each
@@ -487,7 +511,7 @@ class JobClock:
             if not hasattr(self._local, "api"):
                 self._local.api = new_api(self.cluster.kubeconfig)
             batch: Any = k8s.BatchV1Api(self._local.api)
-            body: Any = bare_job(self.ns, name, self.tools, self.image)
+            body: Any = bare_job(self.ns, name, self.tools, self.shape)
             sent[name] = time.time()
             batch.create_namespaced_job(self.ns, body, _preload_content=False)
 
@@ -639,7 +663,8 @@ class SizeResult:
     job_idle: list[float] = field(default_factory=list)
     job_load: list[float] = field(default_factory=list)
     job_errors: int = 0
-    job_burst: list[float] = field(default_factory=list)  # N bare Jobs at once, operator gone
+    job_burst: list[float] = field(default_factory=list)  # N bare Jobs at once (--burst)
+    burst_at: str = "before"
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # sampler's out
     requests_raw: Counter[tuple[str, str]] = field(default_factory=Counter)
     job_cost: dict[tuple[str, str], float] = field(default_factory=dict)  # per bare Job
@@ -788,7 +813,7 @@ class Bench:
     def run_size(self, n: int) -> SizeResult:
         ns = f"incident-{n}"
         rounds = self.args.single_rounds if n == 1 else 1
-        res = SizeResult(n, rounds=rounds)
+        res = SizeResult(n, rounds=rounds, burst_at=self.args.burst)
         self.prepare(n, ns)
         receiver = None
         if self.args.alert == "receiver":
@@ -816,12 +841,12 @@ class Bench:
                 f"warm-up run {warm.run} did not propose its write "
                 f"({seen.ended.get(warm.run, 'timeout')}); operator log tail:\n{op.log_tail(30)}"
             )
-        image = self._tool_image(ns, warm.run)
-        clock = JobClock(self.cluster, ns, self.args.tools, image)
+        shape = self._tool_shape(ns, warm.run)
+        clock = JobClock(self.cluster, ns, self.args.tools, shape)
         self.cleanup.append(clock)
         metrics_api = new_api(self.cluster.kubeconfig)
         idle_before = request_counts(request_samples(metrics_api))
-        res.job_idle = clock.sample(self.args.job_samples)
+        res.job_idle = clock.sample(self.args.job_samples, Jitter(self.args.jitter))
         # What one bare Job costs the apiserver (all clients), to take the sampler's Jobs
         # during the load out of the load's requests.
         idle = request_counts(request_samples(metrics_api)) - idle_before
@@ -834,6 +859,10 @@ class Bench:
             f"  Job round trip, idle: median {fmt_s(statistics.median(res.job_idle))} s, "
             f"max {fmt_s(max(res.job_idle))} s ({len(res.job_idle)} bare Jobs one at a time)"
         )
+        if self.args.burst == "before" and 1 < n <= self.args.burst_max:
+            self._burst(res, ns, shape, clock.count, "operator idle")
+            clock.count += n
+            self._clear_bare_jobs(ns)
         time.sleep(1.0)  # let the warm-up's and the bare Jobs' trailing events settle
         rss = RssSampler(op.proc.pid).start()
         time.sleep(0.5)
@@ -852,8 +881,10 @@ class Bench:
         incidents: dict[str, Incident] = {}
         t0 = time.time()
         timeout = self.args.size_timeout_base + self.args.size_timeout_per_run * n
+        jitter = Jitter(self.args.jitter if rounds > 1 else 0.0, seed=n)
         try:
             for r in range(rounds):
+                jitter.pause()
                 ids = [f"i{n}-{r:02d}-{i:04d}" for i in range(n)]
                 batch = self.fire(ns, ids, receiver)
                 incidents.update(batch)
@@ -880,20 +911,8 @@ class Bench:
             res.rss_end = mem.get("VmRSS", float("nan"))
             res.rss_peak = mem.get("VmHWM", float("nan"))
             self.stop_all()
-        if 1 < n <= self.args.burst_max:
-            # The same N Jobs' worth of work for the cluster alone: fresh watches, the
-            # operator stopped (the incidents' Jobs and pods stay, as during the load).
-            burst = JobClock(self.cluster, ns, self.args.tools, image)
-            burst.count = clock.count
-            try:
-                res.job_burst = burst.burst(n, self.args.create_threads)
-            finally:
-                burst.close()
-            say(
-                f"  Job round trip in a burst of {n} bare Jobs (operator stopped): median "
-                f"{fmt_s(statistics.median(res.job_burst))} s, p99 "
-                f"{fmt_s(pct(res.job_burst, 0.99))} s"
-            )
+        if self.args.burst == "after" and 1 < n <= self.args.burst_max:
+            self._burst(res, ns, shape, clock.count, "operator stopped")
         res.requests_raw = after - before
         secs_before, secs_after = request_seconds(before_samples), request_seconds(after_samples)
         for key, (total, count) in secs_after.items():
@@ -923,6 +942,39 @@ class Bench:
         if res.failed:
             say(f"  operator log ({log}) tail:\n{op.log_tail(30)}")
         return res
+
+    def _burst(self, res: SizeResult, ns: str, shape: dict[str, Any], count: int, how: str) -> None:
+        """The same N Jobs' worth of work for the cluster alone, sent at once: what a Job
+        costs when a burst of that size arrives (fresh watches)."""
+        burst = JobClock(self.cluster, ns, self.args.tools, shape)
+        burst.count = count
+        try:
+            res.job_burst = burst.burst(res.n, self.args.create_threads)
+        finally:
+            burst.close()
+        say(
+            f"  Job round trip in a burst of {res.n} bare Jobs ({how}): median "
+            f"{fmt_s(statistics.median(res.job_burst))} s, p99 "
+            f"{fmt_s(pct(res.job_burst, 0.99))} s"
+        )
+
+    def _clear_bare_jobs(self, ns: str, timeout: float = 900) -> None:
+        """Deletes the bare Jobs and waits for their pods to be gone, so that the load meets
+        a node as clear as the burst did."""
+        batch: Any = k8s.BatchV1Api(self.api())
+        core: Any = k8s.CoreV1Api(self.api())
+        batch.delete_collection_namespaced_job(
+            ns, label_selector=LABEL_BARE, propagation_policy="Background"
+        )
+        t0, first = time.monotonic(), None
+        while time.monotonic() - t0 < timeout:
+            left = len(core.list_namespaced_pod(ns, label_selector=LABEL_BARE).items)
+            first = left if first is None else first
+            if not left:
+                say(f"  ({first} bare Jobs' pods deleted in {time.monotonic() - t0:.1f}s)")
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"bare Jobs' pods still there after {timeout:.0f}s")
 
     def _evidence(self, ns: str, runs: set[str]) -> Counter[str]:
         """The prefetch results (step 0) the runs' threads hold, by type: what the model got."""
@@ -955,16 +1007,17 @@ class Bench:
             out[(component or "?", kind, e.get("reason", "?"))] += 1
         return out
 
-    def _tool_image(self, ns: str, run: str) -> str:
-        """The image of the warm-up's tool Jobs (the local node ignores it; shown for truth)."""
+    def _tool_shape(self, ns: str, run: str) -> dict[str, Any]:
+        """The image and resources of one call's container in the warm-up's tool Job: a bare
+        Job asks the scheduler for what one tool call does (the stand-in ignores both)."""
         batch: Any = k8s.BatchV1Api(self.api())
         data = batch.list_namespaced_job(
             ns, label_selector=f"{LABEL_RUN}={run}", _preload_content=False
         ).data
         for job in json.loads(data)["items"]:
             for c in job["spec"]["template"]["spec"]["containers"]:
-                return str(c.get("image") or "agentrun-tool")
-        return "agentrun-tool"
+                return {"image": c.get("image") or "agentrun-tool", "resources": c.get("resources")}
+        return {"image": "agentrun-tool"}
 
     def _analyse(
         self, res: SizeResult, ns: str, incidents: dict[str, Incident], seen: Seen
@@ -1074,7 +1127,7 @@ def report(res: SizeResult) -> None:
     if res.job_burst:
         b50, b99 = statistics.median(res.job_burst), pct(res.job_burst, 0.99)
         say(
-            f"  Job round trip in a burst of {res.n} bare Jobs (operator stopped): p50 "
+            f"  Job round trip in a burst of {res.n} bare Jobs (--burst {res.burst_at}): p50 "
             f"{fmt_s(b50)} s, p99 {fmt_s(b99)} s; alert -> first model request over it: p50 "
             f"{statistics.median(res.alert_first) / b50:.2f}x, p99 "
             f"{pct(res.alert_first, 0.99) / b99:.2f}x"
@@ -1175,7 +1228,7 @@ def summary(results: list[SizeResult], args: argparse.Namespace) -> None:
         "proposed; x = / the unit; c>1st = created -> first model request; req/st, req/run = "
         "apiserver requests (all clients) per step (tool call or model call) and per incident; "
         "RSS = operator VmRSS with all N runs parked, HWM = its peak; burst s = p50 round "
-        "trip of N bare Jobs sent at once with the operator stopped (the idle unit at N=1), "
+        "trip of N bare Jobs sent at once (--burst; the idle unit at N=1), "
         "x b50, x b99 = 1st p50 / burst p50, 1st p99 / burst p99. Targets (issue 17): "
         "1st p50 within 1.5 Job round trips at 1 and 100."
     )
@@ -1237,6 +1290,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     parser.add_argument("--job-samples", type=int, default=10, help="idle Job round trips")
     parser.add_argument(
+        "--jitter",
+        type=float,
+        default=1.0,
+        help="seconds: a random pause up to this before each idle Job and each incident at "
+        "N=1, so that they do not start in step with a real kubelet's 1 s relist (0: none)",
+    )
+    parser.add_argument(
         "--job-probes", type=int, default=3, help="bare Jobs in flight during the load (N>1)"
     )
     parser.add_argument(
@@ -1253,8 +1313,16 @@ def main(argv: Iterable[str] | None = None) -> int:
         "--burst-max",
         type=int,
         default=500,
-        help="after each size N>1 up to this, N bare Jobs at once with the operator stopped: "
+        help="for each size N>1 up to this, N bare Jobs at once (see --burst): "
         "the cluster's own Job round trip in a burst of N (0: never)",
+    )
+    parser.add_argument(
+        "--burst",
+        choices=("before", "after"),
+        default="before",
+        help="when the burst of N bare Jobs runs: before the load, on a node cleared of the "
+        "burst's pods before the incidents start (default), or after it, with the operator "
+        "stopped and the incidents' pods still on the node",
     )
     parser.add_argument("--size-timeout-base", type=float, default=300)
     parser.add_argument("--size-timeout-per-run", type=float, default=3.0)
@@ -1282,6 +1350,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         or args.single_rounds < 1
         or args.job_samples < 1
         or args.job_probes < 1
+        or args.jitter < 0
     ):
         parser.error("--sizes, --single-rounds, --job-samples and --job-probes must be positive")
     if any("=" not in kv for kv in args.operator_env):
