@@ -98,11 +98,15 @@ eval-refresh: venv
 	$(PY) -m tests.eval.run --refresh $(EVAL_ARGS)
 
 # ---- scale benchmark: 100, 200 and 500 runs in flight, then the incident benchmark ----
-# (see docs/benchmarks.md; about an hour on 2 cores)
+# (see docs/benchmarks.md; about an hour on 2 cores), and the same on a real kubelet where
+# this machine can run one
 .PHONY: bench bench-incident bench-incident-real
 bench: venv cluster-bin
 	$(PY) -m benchmarks.scale --sizes 100,200,500 $(BENCH_ARGS)
 	$(MAKE) bench-incident
+	@why=$$($(PY) -c "from tests.cluster.realnode import unsupported; print(unsupported() or '')"); \
+	if [ -z "$$why" ]; then $(MAKE) bench-incident-real; \
+	else echo "bench-incident-real skipped: $$why"; fi
 
 # Alert -> first model request and -> write proposed with a four-call prefetch, at 1, 100, 500
 # and 2,000 incidents, as Job round trips; operator memory per run in flight (500 -> 2,000).
