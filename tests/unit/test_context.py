@@ -31,6 +31,24 @@ def ev(step: int, type_: EventType, content: str = "", **extra: Any) -> ThreadEv
     return ThreadEvent(step=step, type=type_, time=T, content=content, **extra)
 
 
+def test_credentials_in_the_run_input_never_reach_the_model() -> None:
+    # What an alert can carry in: a DSN in an annotation, a token under a sensitive label,
+    # a key pasted into the task. The provider gets the evidence, not the credentials.
+    leaky = run(
+        alert={
+            "labels": {"alertname": "DBDown", "api_token": "tok-9f8e7d6c"},
+            "annotations": {"description": "postgres://app:pa55word@db:5432/shop refused"},
+        }
+    )
+    leaky.spec.input.task = "Why is db down? I tried key AKIAABCDEFGHIJKLMNOP."
+    user = build_messages(leaky, "p", TOOLS)[1]["content"]
+    for secret in ("tok-9f8e7d6c", "pa55word", "ABCDEFGHIJKLMNOP"):
+        assert secret not in user
+    assert "alertname: DBDown" in user
+    assert "db:5432/shop refused" in user
+    assert "Why is db down?" in user
+
+
 def test_two_messages_system_prompt_rendered() -> None:
     msgs = build_messages(run(), "You run {{ run.namespace }}/{{ run.name }} ({{ x }}).", TOOLS)
     assert [m["role"] for m in msgs] == ["system", "user"]

@@ -25,6 +25,7 @@ from agentrun.llm.blocks import (
 )
 from agentrun.llm.tokens import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, estimate
 from agentrun.llm.toolcall import tool_definitions
+from agentrun.tool.redaction import redact, redact_value
 
 # A later event of these types means the step before it got somewhere: errors before it are
 # resolved.
@@ -48,7 +49,8 @@ class Fixed:
 
 def fixed_parts(run: AgentRun, system: str, tools: dict[str, AgentToolSpec]) -> Fixed:
     definitions = tool_definitions(tools)
-    task = f"<task>\n{neutralise(run.spec.input.task.strip())}\n</task>"
+    # A credential pasted into the task or an alert must not reach the model's provider.
+    task = f"<task>\n{neutralise(redact(run.spec.input.task.strip()))}\n</task>"
     tools_part = tools_block(tools)
     instruction = next_instruction(run)
     cost = (
@@ -64,7 +66,8 @@ def fixed_parts(run: AgentRun, system: str, tools: dict[str, AgentToolSpec]) -> 
 def context_yaml(run: AgentRun) -> str:
     if not run.spec.input.context:
         return ""
-    dumped = yaml.safe_dump(run.spec.input.context, sort_keys=False, allow_unicode=True)
+    context = redact_value(run.spec.input.context)
+    dumped = yaml.safe_dump(context, sort_keys=False, allow_unicode=True)
     return dumped.strip()
 
 
