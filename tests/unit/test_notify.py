@@ -218,6 +218,18 @@ def test_slack_payload() -> None:
     assert all(len(b["text"]["text"]) <= 3000 for b in s["blocks"] if b["type"] == "section")
 
 
+@pytest.mark.parametrize("format_", ["generic", "slack"])
+def test_credentials_in_the_run_input_never_reach_a_notification(format_: str) -> None:
+    # An alert with a token label, a task with a pasted key: the channel gets neither.
+    leaky = run(**PENDING)
+    leaky.spec.input.task = "Pod checkout crash loops; key AKIAABCDEFGHIJKLMNOP leaked"
+    leaky.spec.input.context["alert"]["labels"]["api_token"] = "tok-9f8e7d6c"
+    p = notify.build_payload(leaky, agent(format=format_), NotifyEvent.AWAITING_APPROVAL)
+    text = json.dumps(p)
+    assert "ABCDEFGHIJKLMNOP" not in text and "tok-9f8e7d6c" not in text
+    assert "Pod checkout crash loops" in text and "KubePodCrashLooping" in text
+
+
 def test_redact_keeps_only_scheme_and_host() -> None:
     assert notify.redact(SECRET_URL) == "https://hooks.slack.example"
     assert notify.redact("http://127.0.0.1:8080/x?token=1") == "http://127.0.0.1:8080"

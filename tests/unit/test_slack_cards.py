@@ -122,6 +122,17 @@ def test_the_approval_card_shows_the_action_and_its_buttons_carry_the_hash() -> 
     assert "<&>" not in text and "&lt;&amp;&gt;" in text
 
 
+def test_credentials_in_the_run_input_never_reach_a_card() -> None:
+    # An alert with a token label, a task with a pasted key: the channel gets neither.
+    body = run_body()
+    body["spec"]["input"]["task"] = "crash loops; key AKIAABCDEFGHIJKLMNOP leaked"
+    body["spec"]["input"]["context"]["alert"]["labels"]["api_token"] = "tok-9f8e7d6c"
+    for card in (slackcard.approval_card(body), slackcard.input_card(body)):
+        text = json.dumps(card)
+        assert "ABCDEFGHIJKLMNOP" not in text and "tok-9f8e7d6c" not in text
+        assert "crash loops" in text and "api_token" in text
+
+
 def test_the_settled_card_has_no_buttons_and_names_the_decider() -> None:
     run = run_body("Running")
     run["status"]["approvals"][0].update(decision="Approved", approver="bob", reason="")

@@ -40,6 +40,7 @@ from agentrun.engine.policy import ENV_NOTIFY_URLS, Policy
 from agentrun.kube import client as kube
 from agentrun.operator import slackapp
 from agentrun.text import clip
+from agentrun.tool import redaction
 
 log = logging.getLogger("agentrun.operator.notify")
 
@@ -100,12 +101,18 @@ def _failure(run: AgentRun) -> dict[str, str] | None:
     return None
 
 
+def _task(run: AgentRun) -> str:
+    # Masked as in the model's request: a credential pasted into the task stays in the spec.
+    return redaction.redact(run.spec.input.task)
+
+
 def _alert_labels(run: AgentRun) -> dict[str, str]:
     alert = run.spec.input.context.get("alert")
     labels = alert.get("labels") if isinstance(alert, dict) else None
     if not isinstance(labels, dict):
         return {}
-    return {str(k): clip(str(v), 200) for k, v in list(labels.items())[:20]}
+    shown = redaction.redact_value({str(k): str(v) for k, v in list(labels.items())[:20]})
+    return {k: clip(v, 200) for k, v in shown.items()}
 
 
 def summary(run: AgentRun, event: NotifyEvent) -> str:
@@ -151,7 +158,7 @@ def generic_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict
             "startTime": status.startTime,
             "completionTime": status.completionTime,
         },
-        "task": clip(run.spec.input.task, MAX_TEXT),
+        "task": clip(_task(run), MAX_TEXT),
         "usage": status.usage.model_dump(mode="json"),
         "commands": _commands(run),
     }
@@ -216,7 +223,7 @@ def slack_payload(run: AgentRun, agent: AgentSpec, event: NotifyEvent) -> dict[s
     title = f"{_EMOJI[event]} AgentRun {ns}/{name} {_TITLES[event]}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": clip(title, 150)}},
-        _section(f"*Task:* {_mrkdwn(clip(run.spec.input.task, 1000))}"),
+        _section(f"*Task:* {_mrkdwn(clip(_task(run), 1000))}"),
     ]
     labels = _alert_labels(run)
     if labels:

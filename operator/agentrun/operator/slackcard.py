@@ -19,6 +19,7 @@ from agentrun.engine import actionview
 from agentrun.operator import slacklimits as lim
 from agentrun.receiver import slack as ids
 from agentrun.text import clip
+from agentrun.tool import redaction
 
 check_limits = lim.check
 
@@ -66,12 +67,14 @@ def _context(run: dict[str, Any], extra: str = "") -> dict[str, Any]:
 
 def _task(run: dict[str, Any]) -> list[dict[str, Any]]:
     spec = run.get("spec") or {}
-    task = str((spec.get("input") or {}).get("task") or "")
+    # Masked as in the model's request: a credential in the input stays in the spec.
+    task = redaction.redact(str((spec.get("input") or {}).get("task") or ""))
     blocks = [section(f"*Task:* {mrkdwn(clip(task, 1000))}")]
     alert = ((spec.get("input") or {}).get("context") or {}).get("alert")
     labels = alert.get("labels") if isinstance(alert, dict) else None
     if isinstance(labels, dict) and labels:
-        shown = ", ".join(f"{k}={v}" for k, v in list(labels.items())[:20])
+        pairs = redaction.redact_value({str(k): str(v) for k, v in list(labels.items())[:20]})
+        shown = ", ".join(f"{k}={v}" for k, v in pairs.items())
         blocks.append(section(f"*Alert:* {code(shown, 1000)}"))
     return blocks
 
