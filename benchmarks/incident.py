@@ -1350,9 +1350,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         or args.single_rounds < 1
         or args.job_samples < 1
         or args.job_probes < 1
-        or args.jitter < 0
     ):
         parser.error("--sizes, --single-rounds, --job-samples and --job-probes must be positive")
+    if args.jitter < 0:
+        parser.error("--jitter must not be negative")
     if any("=" not in kv for kv in args.operator_env):
         parser.error("--operator-env takes KEY=VALUE")
     operator_env = dict(kv.split("=", 1) for kv in args.operator_env)
